@@ -1,0 +1,1 @@
+//! The built-in key sources, one file per backend.
