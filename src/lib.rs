@@ -19,3 +19,12 @@ pub use headers::{
 };
 pub use key::{ApiKey, Fingerprint, InvalidKey, KEY_PREFIX, KeyPolicy, KeyProblem};
 pub use source::{KeySource, Resolved, SourceError, SourceErrorKind, SourceKind, StaticSource};
+#[cfg(any(feature = "env", feature = "secret-file"))]
+pub use sources::DEFAULT_MAX_SECRET_FILE_SIZE;
+#[cfg(feature = "secret-file")]
+pub use sources::SecretFileSource;
+#[cfg(feature = "dotenv")]
+pub use sources::{DotenvFile, DotenvSource};
+#[cfg(feature = "env")]
+pub use sources::{EnvFileSource, EnvSource};
+pub use sources::{default_chain, default_chain_in};
