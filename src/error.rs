@@ -3,6 +3,7 @@
 use crate::chain::ChainError;
 use crate::headers::HeaderError;
 use crate::key::InvalidKey;
+use crate::settings::SettingsError;
 use crate::source::SourceErrorKind;
 
 /// What the caller does next, for any error of this crate.
@@ -45,6 +46,9 @@ pub enum Error {
     /// A key failed the shape check.
     #[error(transparent)]
     InvalidKey(#[from] InvalidKey),
+    /// The settings could not be loaded.
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
     /// A header could not be built.
     #[error(transparent)]
     Header(#[from] HeaderError),
@@ -56,6 +60,7 @@ impl Error {
         match self {
             Error::Resolve(error) => error.kind().into(),
             Error::InvalidKey(_) => ErrorKind::InvalidKey,
+            Error::Settings(_) => ErrorKind::Misconfigured,
             Error::Header(_) => ErrorKind::InvalidKey,
         }
     }

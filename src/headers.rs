@@ -14,12 +14,12 @@ use crate::key::{ApiKey, Fingerprint};
 pub const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 /// `anthropic-version`, required by the Anthropic-compatible API.
 pub const ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
-/// `x-debug-auth`, which asks the gateway for authentication debugging.
+/// `x-debug-auth`, which requests authentication debugging from the gateway.
 pub const X_DEBUG_AUTH: HeaderName = HeaderName::from_static("x-debug-auth");
 /// The `anthropic-version` sent unless configured otherwise.
 pub const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
 
-/// Which of MegaLLM's APIs a request goes to.
+/// MegaLLM API that a request targets.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ApiStyle {
@@ -151,7 +151,7 @@ impl AuthHeaders {
         Ok(self)
     }
 
-    /// Sends `X-Debug-Auth: true`, which asks the gateway for authentication debugging.
+    /// Sends `X-Debug-Auth: true`, which requests authentication debugging from the gateway.
     #[must_use]
     pub fn with_debug_auth(mut self, enabled: bool) -> AuthHeaders {
         self.debug_auth = enabled;

@@ -24,7 +24,7 @@ const FOREIGN_PREFIXES: &[(&str, &str)] = &[
     ("AIza", "Google"),
 ];
 
-/// How strictly the `sk-mega-` prefix is enforced.
+/// Policy for keys that lack the `sk-mega-` prefix.
 ///
 /// Every other shape rule (no inner whitespace, no control characters, no quotes, no `Bearer `
 /// prefix, no other vendor's key) applies under every policy.
@@ -40,7 +40,7 @@ pub enum KeyPolicy {
     Off,
 }
 
-/// What is wrong with a key's shape. The variants never carry any character of the key.
+/// Problem with a key's shape. The variants never carry any character of the key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum KeyProblem {
@@ -157,7 +157,7 @@ impl fmt::Display for KeyProblem {
 pub struct InvalidKey {
     /// Label of the source the key came from, such as `env:MEGALLM_API_KEY`.
     pub source_label: String,
-    /// What is wrong.
+    /// The problem found.
     pub problem: KeyProblem,
 }
 
