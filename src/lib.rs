@@ -9,6 +9,9 @@ mod headers;
 mod key;
 mod source;
 pub mod sources;
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;
 
 pub use chain::{Attempt, ChainError, KeyChain, Outcome, Resolution, ResolutionReport, Winner};
 pub use environment::{Environment, NotUnicode};
