@@ -196,13 +196,21 @@ impl AuthHeaders {
         headers
     }
 
-    /// Applies the headers to a reqwest request.
+    /// Applies the headers to a reqwest request, removing any credential header it already
+    /// carries as [`AuthHeaders::apply`] does.
     ///
-    /// The request builder has no way to remove a header, so build the request first when it
-    /// may already carry a credential header: call [`AuthHeaders::apply`] on
+    /// NOTE: a builder whose body is a stream cannot be taken apart and rebuilt, so for it the
+    /// headers are only added, and a credential header of the other style set earlier stays.
+    /// For such a request, build it and call [`AuthHeaders::apply`] on
     /// `request.headers_mut()`.
     #[cfg(feature = "reqwest")]
     pub fn apply_to_request(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        // try_clone returns None for a stream body and for a builder that already failed, and
+        // the original builder is kept for those so that its error still reaches send().
+        if let Some((client, Ok(mut built))) = request.try_clone().map(|copy| copy.build_split()) {
+            self.apply(built.headers_mut());
+            return reqwest::RequestBuilder::from_parts(client, built);
+        }
         request.headers(self.to_header_map())
     }
 }

@@ -89,6 +89,9 @@ mod key;
 pub mod settings;
 mod source;
 pub mod sources;
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;
 
 pub use chain::{Attempt, ChainError, KeyChain, Outcome, Resolution, ResolutionReport, Winner};
 pub use environment::{Environment, NotUnicode};
