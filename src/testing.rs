@@ -27,10 +27,10 @@
 //! mock is stricter on purpose: each path reads only its own style's header and ignores the
 //! other, so a client that sends the wrong style gets 401 in tests instead of passing by luck.
 //!
-//! With `X-Debug-Auth: true` every JSON body the mock writes itself (not a scripted one) gets a
-//! `debug_auth` object: the header that carried the key, the key's [`Fingerprint`], the key's
-//! status (`valid`, `unknown`, `revoked` or `missing`) and the credential headers of the other
-//! style that were ignored. It never contains the key.
+//! With `X-Debug-Auth: true`, every body the two endpoints send, except a scripted one, gets a
+//! `debug_auth` object. It names the header that carried the key, the key's [`Fingerprint`] and
+//! the key's status (`valid`, `unknown`, `revoked`, `missing` or `duplicated`). It also lists
+//! the credential headers of the other style that were ignored, and it never contains the key.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
