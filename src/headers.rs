@@ -249,7 +249,10 @@ fn credential_value(secret: &[u8], style: ApiStyle) -> Result<HeaderValue, Heade
         return Err(HeaderError::Empty { header });
     }
     check_bytes(secret, header)?;
-    if let Some(position) = secret.iter().position(|&byte| byte == b' ' || byte == b'\t') {
+    if let Some(position) = secret
+        .iter()
+        .position(|&byte| byte == b' ' || byte == b'\t')
+    {
         return Err(HeaderError::Whitespace { header, position });
     }
 

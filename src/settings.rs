@@ -582,7 +582,7 @@ impl EnvOverrides {
             }
 
             match parts.as_slice() {
-                [sources, index, field] if sources == "sources" => {
+                [sources, index, field @ ..] if sources == "sources" && !field.is_empty() => {
                     let index: usize = index.parse().map_err(|_| {
                         SettingsError::new(
                             None,
@@ -594,7 +594,7 @@ impl EnvOverrides {
                         .sources
                         .entry(index)
                         .or_default()
-                        .insert(field.clone(), (var.clone(), value));
+                        .insert(field.join("."), (var.clone(), value));
                 }
                 _ => {
                     let path = format!("{SECTION}.{}", parts.join("."));
@@ -652,16 +652,10 @@ impl EnvOverrides {
                 continue;
             };
             let origin = format!("environment variable {type_var}");
-            let entry: config::Map<String, config::Value> = fields
-                .iter()
-                .map(|(field, (_, value))| {
-                    let value = config::Value::new(
-                        Some(&origin),
-                        config::ValueKind::String(value.to_string()),
-                    );
-                    (field.clone(), value)
-                })
-                .collect();
+            let mut entry = config::Map::new();
+            for (field, (_, value)) in fields {
+                insert_nested(&mut entry, field, value, &origin);
+            }
             while items.len() <= *index {
                 items.push(config::Value::new(None, config::ValueKind::Nil));
             }
@@ -688,6 +682,35 @@ impl EnvOverrides {
         self.sources
             .get(&index)
             .map(|_| format!("environment variables {ENV_PREFIX}SOURCES__{index}__*"))
+    }
+}
+
+/// Inserts `value` at the dotted `path` (such as `auth.method`) into `table`, creating the
+/// tables on the way.
+fn insert_nested(
+    table: &mut config::Map<String, config::Value>,
+    path: &str,
+    value: &str,
+    origin: &str,
+) {
+    let origin = origin.to_owned();
+    match path.split_once('.') {
+        None => {
+            let leaf =
+                config::Value::new(Some(&origin), config::ValueKind::String(value.to_owned()));
+            table.insert(path.to_owned(), leaf);
+        }
+        Some((head, rest)) => {
+            let child = table.entry(head.to_owned()).or_insert_with(|| {
+                config::Value::new(Some(&origin), config::ValueKind::Table(config::Map::new()))
+            });
+            if !matches!(child.kind, config::ValueKind::Table(_)) {
+                child.kind = config::ValueKind::Table(config::Map::new());
+            }
+            if let config::ValueKind::Table(child_table) = &mut child.kind {
+                insert_nested(child_table, rest, value, &origin);
+            }
+        }
     }
 }
 
