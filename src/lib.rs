@@ -19,3 +19,7 @@ pub use headers::{
 };
 pub use key::{ApiKey, Fingerprint, InvalidKey, KEY_PREFIX, KeyPolicy, KeyProblem};
 pub use source::{KeySource, Resolved, SourceError, SourceErrorKind, SourceKind, StaticSource};
+#[cfg(feature = "aws")]
+pub use sources::aws::{
+    AwsSecretsManagerSettings, AwsSecretsManagerSource, AwsSecretsManagerSourceBuilder,
+};
