@@ -1,5 +1,6 @@
-//! The AWS Secrets Manager source against moto, and against a loopback stub for the answers moto
-//! does not give (access denied, KMS failures, throttling, 5xx, a version with no value).
+//! The AWS Secrets Manager source against moto, and against a loopback stub for the responses
+//! that moto does not produce (access denied, KMS failures, throttling, 5xx, a version with no
+//! value).
 //!
 //! Run through `scripts/test`, which starts moto and exports `MEGALLM_TEST_MOTO_ENDPOINT`,
 //! static test credentials, `AWS_REGION` and `AWS_EC2_METADATA_DISABLED=true`.
@@ -47,8 +48,8 @@ fn unique_name(case: &str) -> String {
     format!("megallm-test/{case}-{}-{nanos}-{count}", std::process::id())
 }
 
-/// A Secrets Manager client for setting up moto, with fixed test credentials so it works even
-/// where a test cleared the AWS variables.
+/// Builds a Secrets Manager client for setting up moto. Its fixed test credentials keep it
+/// working in a test that cleared the AWS variables.
 fn admin_client() -> aws_sdk_secretsmanager::Client {
     let config = aws_sdk_secretsmanager::Config::builder()
         .behavior_version(BehaviorVersion::latest())
@@ -212,7 +213,7 @@ async fn json_several_fields_lists_names() {
         error.message(),
         format!(
             "secret `{name}` (stage AWSCURRENT, region us-east-1) is a JSON object with several \
-             fields (`api_key`, `owner`); set `field` to the one that holds the key"
+             fields (`api_key`, `owner`); set `field` to the one that contains the key"
         )
     );
     assert!(!error.to_string().contains("team-x"), "{error}");
@@ -437,8 +438,8 @@ async fn stopped_server_is_unavailable() {
     assert_error_clean(&logs, &error);
 }
 
-/// Clears the AWS credential variables of this process; nextest runs each test in its own
-/// process, so no other test sees the change.
+/// Clears the AWS credential variables of this process. nextest runs each test in its own
+/// process, so the change reaches no other test.
 #[test]
 fn no_credentials_is_not_found() {
     let endpoint = moto_endpoint();
@@ -651,7 +652,7 @@ fn stub_source(stub: &Stub, secret_id: &str, attempts: u32) -> AwsSecretsManager
         .unwrap()
 }
 
-/// One canned HTTP answer in the AWS JSON 1.1 protocol.
+/// One canned HTTP response in the AWS JSON 1.1 protocol.
 #[derive(Clone)]
 struct StubReply {
     status: u16,
@@ -679,7 +680,7 @@ impl StubReply {
     }
 }
 
-/// A loopback HTTP server that answers every request with one reply and counts requests.
+/// A loopback HTTP server that sends one fixed response to every request and counts requests.
 struct Stub {
     endpoint: String,
     requests: Arc<AtomicUsize>,
@@ -707,7 +708,7 @@ impl Stub {
     }
 }
 
-/// Reads requests on one connection and answers each with `reply`.
+/// Reads requests on one connection and sends `reply` to each.
 async fn answer(mut stream: tokio::net::TcpStream, reply: StubReply, counter: Arc<AtomicUsize>) {
     let mut buffer = Vec::new();
     loop {

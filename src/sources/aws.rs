@@ -7,8 +7,8 @@
 //! - **Kind**: [`SourceKind::AwsSecretsManager`].
 //! - **Reads**: `GetSecretValue` for the secret id or ARN, at version stage `AWSCURRENT` unless
 //!   another stage or a version id is set.
-//! - **Values**: a plain `SecretString`; a JSON object, from the named field or from its only
-//!   field; a JSON string, which is unwrapped; a UTF-8 `SecretBinary`, read the same way.
+//! - **Values**: a plain `SecretString`, a JSON object (the named field, or its only field), or
+//!   a JSON string, which is unwrapped. A UTF-8 `SecretBinary` is read the same way.
 //! - **Credentials and region**: aws-config's default chain (environment, shared config and
 //!   credentials files, web identity token, ECS container credentials, EC2 instance metadata).
 //!   The SDK client is built on the first [`resolve`](KeySource::resolve), so a chain whose
@@ -78,7 +78,7 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 pub struct AwsSecretsManagerSettings {
     /// Name or ARN of the secret.
     pub secret_id: String,
-    /// JSON field that holds the key, when the secret is a JSON object.
+    /// JSON field that contains the key, when the secret is a JSON object.
     pub field: Option<String>,
     /// Version stage to read; `AWSCURRENT` when neither this nor `version_id` is set.
     pub version_stage: Option<String>,
@@ -103,7 +103,7 @@ pub struct AwsSecretsManagerSettings {
     pub required: bool,
 }
 
-/// Which version of the secret to read.
+/// Version of the secret to read: a version stage or a version id.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum SecretVersion {
     Stage(String),
@@ -192,10 +192,10 @@ impl AwsSecretsManagerSource {
     ///
     /// # Errors
     ///
-    /// [`SourceErrorKind::Misconfigured`](crate::SourceErrorKind::Misconfigured) for an empty
-    /// secret id, field, stage, version id or region; both `version_stage` and `version_id`; an
-    /// endpoint that is not an `https` URL (or `http` on a loopback address); a zero timeout or
-    /// `max_attempts`.
+    /// [`SourceErrorKind::Misconfigured`](crate::SourceErrorKind::Misconfigured) when a setting
+    /// is empty, when both `version_stage` and `version_id` are set, when a timeout or
+    /// `max_attempts` is zero, or when the endpoint is not an `https` URL (`http` is accepted
+    /// on a loopback address).
     pub fn from_settings(
         settings: &AwsSecretsManagerSettings,
         policy: KeyPolicy,
@@ -287,7 +287,7 @@ impl Inner {
 }
 
 impl AwsSecretsManagerSourceBuilder {
-    /// Sets the JSON field that holds the key, for a secret stored as a JSON object.
+    /// Sets the JSON field that contains the key, for a secret stored as a JSON object.
     #[must_use]
     pub fn field(mut self, field: impl Into<String>) -> Self {
         self.field = Some(field.into());
@@ -489,7 +489,7 @@ fn is_loopback(host: &str) -> bool {
             .is_ok_and(|address| address.is_loopback())
 }
 
-/// What the messages of one resolution name: the secret, its region and version.
+/// Secret, region and version of one resolution, named in its messages.
 struct Context<'a> {
     label: &'a str,
     secret_id: &'a str,

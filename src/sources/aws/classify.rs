@@ -34,7 +34,8 @@ const THROTTLING_CODES: &[&str] = &[
     "RequestThrottled",
 ];
 
-/// What the default credential chain's providers read, by the name aws-config gives them.
+/// Providers of aws-config's default credential chain, by the names aws-config gives them, with
+/// the settings each one reads.
 const CREDENTIAL_PROVIDERS: &[(&str, &str)] = &[
     ("Environment", "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"),
     ("Profile", "the shared config and credentials files"),
@@ -434,7 +435,7 @@ mod tests {
     }
 
     #[test]
-    fn unplain_code_is_not_echoed() {
+    fn odd_error_code_not_echoed() {
         let classified = classify(&generic("sk-mega-TESTKEY0000000000"), 400, false);
         assert_eq!(classified.kind(), SourceErrorKind::Misconfigured);
         assert!(classified.message().contains("(HTTP 400)"), "{classified}");

@@ -32,7 +32,7 @@ pub(super) fn key_from_output(
         return key_from_text(&text, context);
     }
     if let Some(bytes) = secret_binary {
-        // Security: the Utf8Error is dropped; it carries no bytes, but nothing needs it.
+        // Security: only the fact that the bytes are not UTF-8 is reported, never the bytes.
         return match std::str::from_utf8(&bytes) {
             Ok(text) => key_from_text(text, context),
             Err(_) => Err(not_utf8(context)),
@@ -81,9 +81,8 @@ fn key_from_text(text: &str, context: &Context<'_>) -> Result<ApiKey, SourceErro
     }
 
     if trimmed.starts_with('"') {
-        // Security: a value that is not a valid JSON string is handed to ApiKey::parse as it
-        // is, which strips or rejects the quotes with its own message; serde's error is
-        // dropped.
+        // Security: serde's error is dropped. A value that is not a valid JSON string goes to
+        // ApiKey::parse as it is, which strips or rejects the quotes with its own message.
         if let Ok(unwrapped) = serde_json::from_str::<SecretText>(trimmed) {
             tracing::debug!(
                 source = context.label,
@@ -132,7 +131,7 @@ fn key_from_object(
                 return Err(SourceError::misconfigured(
                     context.label,
                     format!(
-                        "{} has no field `{field}`; its fields are {}; set `field` to the one that holds the key",
+                        "{} has no field `{field}`; its fields are {}; set `field` to the one that contains the key",
                         context.secret(),
                         list_names(&fields)
                     ),
@@ -154,7 +153,7 @@ fn key_from_object(
             return Err(SourceError::misconfigured(
                 context.label,
                 format!(
-                    "{} is a JSON object with several fields ({}); set `field` to the one that holds the key",
+                    "{} is a JSON object with several fields ({}); set `field` to the one that contains the key",
                     context.secret(),
                     list_names(&fields)
                 ),
@@ -336,7 +335,7 @@ mod tests {
         assert_eq!(
             error.message(),
             "secret `unit/secret` (stage AWSCURRENT, region us-east-1) is a JSON object with \
-             several fields (`api_key`, `owner`); set `field` to the one that holds the key"
+             several fields (`api_key`, `owner`); set `field` to the one that contains the key"
         );
         assert_clean(&error);
     }
