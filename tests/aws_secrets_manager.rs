@@ -556,6 +556,10 @@ async fn earlier_source_keeps_sdk_idle() {
     let _ = probe.resolve().await;
     assert!(probe.sdk_started());
     assert_eq!(stub.requests(), 1);
+    assert!(
+        logs.contents().contains("aws_config"),
+        "aws-config logged nothing when started, so the idle check above proves nothing"
+    );
     assert_resolved_clean(&logs, &resolution.resolved);
 }
 

@@ -661,7 +661,29 @@ mod tests {
             .build()
             .unwrap()
             .try_deserialize();
-        assert!(result.is_err());
+        let error = result.expect_err("an unknown setting must be rejected");
+        assert!(error.to_string().contains("secret_name"), "{error}");
+    }
+
+    #[test]
+    fn settings_work_in_tagged_enum() {
+        #[derive(Debug, Deserialize)]
+        #[serde(tag = "type", rename_all = "snake_case")]
+        enum SourceSettings {
+            AwsSecretsManager(AwsSecretsManagerSettings),
+        }
+
+        let toml = "type = \"aws_secrets_manager\"\nsecret_id = \"prod/megallm\"";
+        let parsed: SourceSettings = config::Config::builder()
+            .add_source(config::File::from_str(toml, config::FileFormat::Toml))
+            .build()
+            .unwrap()
+            .try_deserialize()
+            .unwrap();
+
+        let SourceSettings::AwsSecretsManager(settings) = parsed;
+        assert_eq!(settings.secret_id, "prod/megallm");
+        assert!(!settings.required);
     }
 
     #[test]
