@@ -68,7 +68,10 @@ pub struct Settings {
     #[serde(default = "default_connect_timeout_secs")]
     pub connect_timeout_secs: u64,
     /// Key sources in order. Empty means the default chain.
-    #[serde(default)]
+    ///
+    /// The loader reads each entry by its `type`, so that values from environment overrides,
+    /// which are strings, convert to the entry's numbers and booleans.
+    #[serde(skip)]
     pub sources: Vec<SourceSettings>,
     /// Layer that chose each source, for the resolution report. The loader fills it.
     #[serde(skip)]
@@ -104,39 +107,62 @@ impl Default for Settings {
 }
 
 /// One key source in the `sources` list, selected by its `type` field.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum SourceSettings {
     /// An environment variable (`type = "env"`).
     Env {
         /// Variable name; default `MEGALLM_API_KEY`.
-        #[serde(default = "default_key_var")]
         var: String,
     },
     /// A file named by an environment variable (`type = "env_file"`).
     EnvFile {
         /// Variable name; default `MEGALLM_API_KEY_FILE`.
-        #[serde(default = "default_key_file_var")]
         var: String,
     },
     /// A .env file (`type = "dotenv"`).
     Dotenv {
         /// Path of the file; default `.env`.
-        #[serde(default = "default_dotenv_path")]
         path: PathBuf,
         /// Variable name inside the file; default `MEGALLM_API_KEY`.
-        #[serde(default = "default_key_var")]
         var: String,
     },
+    /// AWS Secrets Manager (`type = "aws_secrets_manager"`, feature `aws`).
+    #[cfg(feature = "aws")]
+    AwsSecretsManager(crate::sources::aws::AwsSecretsManagerSettings),
     /// A secret file such as a Docker or Kubernetes secret (`type = "secret_file"`).
     SecretFile {
         /// Path of the file.
         path: PathBuf,
         /// Maximum file size in bytes.
-        #[serde(default)]
         max_size: Option<u64>,
     },
+}
+
+/// Fields of `type = "env"` and `type = "env_file"`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VarFields {
+    var: Option<String>,
+}
+
+/// Fields of `type = "dotenv"`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DotenvFields {
+    #[serde(default = "default_dotenv_path")]
+    path: PathBuf,
+    #[serde(default = "default_key_var")]
+    var: String,
+}
+
+/// Fields of `type = "secret_file"`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecretFileFields {
+    path: PathBuf,
+    #[serde(default)]
+    max_size: Option<u64>,
 }
 
 fn default_key_var() -> String {
@@ -418,6 +444,11 @@ impl Settings {
                 }
                 Box::new(file)
             }
+            #[cfg(feature = "aws")]
+            SourceSettings::AwsSecretsManager(aws) => Box::new(
+                crate::sources::aws::AwsSecretsManagerSource::from_settings(aws, policy)
+                    .map_err(source_error)?,
+            ),
             #[allow(unreachable_patterns)]
             _ => {
                 let _ = (&source_error, environment, policy);
@@ -791,19 +822,84 @@ fn deserialize_section(
     reject_inline_keys(&value, section, file_origin, overrides)?;
     check_source_types(&value, section, file_origin, overrides)?;
 
-    serde_path_to_error::deserialize::<_, Settings>(value).map_err(|error| {
+    // The sources are read one by one below, by their `type`.
+    let source_items = match &mut value.kind {
+        config::ValueKind::Table(table) => match table.remove("sources").map(|v| v.kind) {
+            Some(config::ValueKind::Array(items)) => items,
+            _ => Vec::new(),
+        },
+        _ => Vec::new(),
+    };
+
+    let describe = |prefix: &str, error: serde_path_to_error::Error<config::ConfigError>| {
         let path = error.path().to_string();
         let setting = if path == "." || path.is_empty() {
-            section.to_owned()
+            prefix.to_owned()
         } else {
-            format!("{section}.{path}")
+            format!("{prefix}.{path}")
         };
         let origin = origin_of(&setting, file_origin, overrides);
         // Security: the inner serde or config message can quote the value; only the path
         // and our own description of the expected value are shown.
         let message = describe_expected(&path, error.inner());
         SettingsError::new(Some(setting), origin, message)
-    })
+    };
+
+    let mut settings: Settings =
+        serde_path_to_error::deserialize(value).map_err(|error| describe(section, error))?;
+    for (index, item) in source_items.into_iter().enumerate() {
+        let prefix = format!("{section}.sources[{index}]");
+        let source = deserialize_source(item).map_err(|error| describe(&prefix, error))?;
+        settings.sources.push(source);
+    }
+    Ok(settings)
+}
+
+/// Reads one `sources` entry by its `type`, which `check_source_types` has validated.
+fn deserialize_source(
+    item: config::Value,
+) -> Result<SourceSettings, serde_path_to_error::Error<config::ConfigError>> {
+    let mut fields = match item.kind {
+        config::ValueKind::Table(fields) => fields,
+        _ => config::Map::new(),
+    };
+    let source_type = fields
+        .remove("type")
+        .and_then(|value| value.into_string().ok())
+        .unwrap_or_default();
+    let rest = config::Value::new(None, config::ValueKind::Table(fields));
+
+    let source = match source_type.as_str() {
+        "env" => SourceSettings::Env {
+            var: serde_path_to_error::deserialize::<_, VarFields>(rest)?
+                .var
+                .unwrap_or_else(default_key_var),
+        },
+        "env_file" => SourceSettings::EnvFile {
+            var: serde_path_to_error::deserialize::<_, VarFields>(rest)?
+                .var
+                .unwrap_or_else(default_key_file_var),
+        },
+        "dotenv" => {
+            let fields: DotenvFields = serde_path_to_error::deserialize(rest)?;
+            SourceSettings::Dotenv {
+                path: fields.path,
+                var: fields.var,
+            }
+        }
+        #[cfg(feature = "aws")]
+        "aws_secrets_manager" => {
+            SourceSettings::AwsSecretsManager(serde_path_to_error::deserialize(rest)?)
+        }
+        _ => {
+            let fields: SecretFileFields = serde_path_to_error::deserialize(rest)?;
+            SourceSettings::SecretFile {
+                path: fields.path,
+                max_size: fields.max_size,
+            }
+        }
+    };
+    Ok(source)
 }
 
 /// Describes what a setting takes, from its path and the kind of serde failure.

@@ -6,6 +6,9 @@ use crate::chain::KeyChain;
 use crate::environment::Environment;
 use crate::key::KeyPolicy;
 
+#[cfg(feature = "aws")]
+#[cfg_attr(docsrs, doc(cfg(feature = "aws")))]
+pub mod aws;
 #[cfg(feature = "dotenv")]
 mod dotenv;
 #[cfg(feature = "env")]
