@@ -89,6 +89,7 @@ async fn quoted_file_strips_with_warning() {
     logs.assert_clean();
 }
 
+#[cfg(unix)]
 #[tokio::test]
 async fn symlink_swap_returns_new_key() {
     let logs = capture_logs();
@@ -119,6 +120,7 @@ async fn symlink_swap_returns_new_key() {
     logs.assert_clean();
 }
 
+#[cfg(unix)]
 #[tokio::test]
 async fn kubernetes_layout_resolves_and_rotates() {
     let logs = capture_logs();
@@ -187,6 +189,7 @@ async fn missing_parent_is_not_found() {
     logs.assert_clean();
 }
 
+#[cfg(unix)]
 #[tokio::test]
 async fn dangling_symlink_is_not_found() {
     let logs = capture_logs();
