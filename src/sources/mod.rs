@@ -27,6 +27,11 @@ pub use read::DEFAULT_MAX_SECRET_FILE_SIZE;
 #[cfg(feature = "secret-file")]
 pub use secret_file::SecretFileSource;
 
+/// The guide in docs/sources.md, compiled as doctests so that its examples keep building.
+#[cfg(all(doctest, feature = "env", feature = "dotenv", feature = "secret-file"))]
+#[doc = include_str!("../../docs/sources.md")]
+pub struct SourcesGuide;
+
 /// Variable that holds the key in the default chain.
 pub const DEFAULT_KEY_VAR: &str = "MEGALLM_API_KEY";
 /// Variable that names a key file in the default chain.
