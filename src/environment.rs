@@ -60,11 +60,12 @@ impl Environment {
                 None => Ok(None),
                 // Security: into_string returns the OsString on failure; it is dropped
                 // unprinted.
-                Some(value) => value.into_string().map(|v| Some(Zeroizing::new(v))).map_err(
-                    |_| NotUnicode {
+                Some(value) => value
+                    .into_string()
+                    .map(|v| Some(Zeroizing::new(v)))
+                    .map_err(|_| NotUnicode {
                         name: name.to_owned(),
-                    },
-                ),
+                    }),
             },
         }
     }

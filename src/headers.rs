@@ -155,12 +155,11 @@ impl AuthHeaders {
             return Err(HeaderError::Empty { header: HEADER });
         }
         check_bytes(version.as_bytes(), HEADER)?;
-        self.anthropic_version = HeaderValue::from_str(version).map_err(|_| {
-            HeaderError::ForbiddenByte {
+        self.anthropic_version =
+            HeaderValue::from_str(version).map_err(|_| HeaderError::ForbiddenByte {
                 header: HEADER,
                 position: 0,
-            }
-        })?;
+            })?;
         Ok(self)
     }
 
@@ -268,11 +267,12 @@ fn credential_value(secret: &[u8], style: ApiStyle) -> Result<HeaderValue, Heade
     // Security: from_maybe_shared keeps this Bytes as the value's storage without copying, so
     // the only copy of the header bytes is the zeroizing buffer, wiped when the last clone of
     // the HeaderValue drops.
-    let mut value = HeaderValue::from_maybe_shared(Bytes::from_owner(buffer))
-        .map_err(|_| HeaderError::ForbiddenByte {
+    let mut value = HeaderValue::from_maybe_shared(Bytes::from_owner(buffer)).map_err(|_| {
+        HeaderError::ForbiddenByte {
             header,
             position: 0,
-        })?;
+        }
+    })?;
     value.set_sensitive(true);
     Ok(value)
 }

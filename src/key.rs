@@ -125,13 +125,22 @@ impl fmt::Display for KeyProblem {
                 write!(f, "the key contains whitespace at character {position}")
             }
             KeyProblem::ControlCharacter { position } => {
-                write!(f, "the key contains a control character at character {position}")
+                write!(
+                    f,
+                    "the key contains a control character at character {position}"
+                )
             }
             KeyProblem::StrayQuote { position } => {
-                write!(f, "the key contains a stray quote character at character {position}")
+                write!(
+                    f,
+                    "the key contains a stray quote character at character {position}"
+                )
             }
             KeyProblem::NonAscii { position } => {
-                write!(f, "the key contains a non-ASCII character at character {position}")
+                write!(
+                    f,
+                    "the key contains a non-ASCII character at character {position}"
+                )
             }
             KeyProblem::ForeignKey { vendor } => {
                 write!(f, "the key looks like a {vendor} key, not a MegaLLM key")
@@ -421,7 +430,9 @@ mod tests {
         );
         assert_eq!(
             problem("sk-ant-TESTKEY0000000000"),
-            KeyProblem::ForeignKey { vendor: "Anthropic" }
+            KeyProblem::ForeignKey {
+                vendor: "Anthropic"
+            }
         );
         assert_eq!(problem("TESTKEY0000000000"), KeyProblem::MissingPrefix);
         assert_eq!(problem("sk-mega-"), KeyProblem::PrefixOnly);

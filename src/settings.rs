@@ -416,25 +416,25 @@ impl Settings {
             )
         };
 
-        let built: Box<dyn KeySource> = match source {
+        let built: Option<Box<dyn KeySource>> = match source {
             #[cfg(feature = "env")]
-            SourceSettings::Env { var } => Box::new(
+            SourceSettings::Env { var } => Some(Box::new(
                 crate::sources::EnvSource::new(var.clone())
                     .with_environment(environment.clone())
                     .with_policy(policy),
-            ),
+            )),
             #[cfg(feature = "env")]
-            SourceSettings::EnvFile { var } => Box::new(
+            SourceSettings::EnvFile { var } => Some(Box::new(
                 crate::sources::EnvFileSource::new(var.clone())
                     .with_environment(environment.clone())
                     .with_policy(policy),
-            ),
+            )),
             #[cfg(feature = "dotenv")]
-            SourceSettings::Dotenv { path, var } => Box::new(
+            SourceSettings::Dotenv { path, var } => Some(Box::new(
                 crate::sources::DotenvSource::new(path.clone())
                     .with_var(var.clone())
                     .with_policy(policy),
-            ),
+            )),
             #[cfg(feature = "secret-file")]
             SourceSettings::SecretFile { path, max_size } => {
                 let mut file =
@@ -442,24 +442,26 @@ impl Settings {
                 if let Some(max_size) = max_size {
                     file = file.with_max_size(*max_size);
                 }
-                Box::new(file)
+                Some(Box::new(file))
             }
             #[cfg(feature = "aws")]
-            SourceSettings::AwsSecretsManager(aws) => Box::new(
+            SourceSettings::AwsSecretsManager(aws) => Some(Box::new(
                 crate::sources::aws::AwsSecretsManagerSource::from_settings(aws, policy)
                     .map_err(source_error)?,
-            ),
+            )),
             #[allow(unreachable_patterns)]
             _ => {
                 let _ = (&source_error, environment, policy);
-                return Err(SettingsError::new(
-                    Some(setting.clone()),
-                    origin.clone(),
-                    "this source type is disabled; enable its crate feature",
-                ));
+                None
             }
         };
-        Ok(built)
+        built.ok_or_else(|| {
+            SettingsError::new(
+                Some(setting.clone()),
+                origin.clone(),
+                "this source type is disabled; enable its crate feature",
+            )
+        })
     }
 
     fn validate(&self) -> Result<(), SettingsError> {
