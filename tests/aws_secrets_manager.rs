@@ -10,10 +10,11 @@ mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
-use aws_sdk_secretsmanager::primitives::Blob;
+use common::moto::{
+    REGION, SecretValue, create_secret, moto_endpoint, put_secret_value, unique_name,
+};
 use common::{CANARY, CANARY_ROTATED, LogCapture, assert_no_canary, capture_logs};
 use megallm_auth::{
     AwsSecretsManagerSettings, AwsSecretsManagerSource, KeyChain, KeyPolicy, KeySource, Outcome,
@@ -21,89 +22,9 @@ use megallm_auth::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tracing::instrument::WithSubscriber;
-
-const REGION: &str = "us-east-1";
 
 /// Text a stub puts in its error bodies; no error of ours may repeat it.
 const BODY_MARKER: &str = "stub-response-body-text";
-
-fn moto_endpoint() -> String {
-    match std::env::var("MEGALLM_TEST_MOTO_ENDPOINT") {
-        Ok(endpoint) if !endpoint.is_empty() => endpoint,
-        _ => panic!(
-            "MEGALLM_TEST_MOTO_ENDPOINT is not set; run the suite with scripts/test, which starts moto and exports it"
-        ),
-    }
-}
-
-/// Returns a secret name that no other test, run or process uses.
-fn unique_name(case: &str) -> String {
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("megallm-test/{case}-{}-{nanos}-{count}", std::process::id())
-}
-
-/// Builds a Secrets Manager client for setting up moto. Its fixed test credentials keep it
-/// working in a test that cleared the AWS variables.
-fn admin_client() -> aws_sdk_secretsmanager::Client {
-    let config = aws_sdk_secretsmanager::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(REGION))
-        .credentials_provider(Credentials::new(
-            "testing",
-            "testing",
-            None,
-            None,
-            "megallm-tests",
-        ))
-        .endpoint_url(moto_endpoint())
-        .build();
-    aws_sdk_secretsmanager::Client::from_conf(config)
-}
-
-/// Creates a secret in moto and returns its VersionId.
-///
-/// The SDK's own TRACE log prints request bodies, which here contain the canary, so setup runs
-/// without a subscriber. Only the source under test is captured.
-async fn create_secret(name: &str, value: SecretValue<'_>) -> String {
-    let request = admin_client().create_secret().name(name);
-    let request = match value {
-        SecretValue::Text(text) => request.secret_string(text),
-        SecretValue::Binary(bytes) => request.secret_binary(Blob::new(bytes)),
-        SecretValue::Nothing => request,
-    };
-    let output = request
-        .send()
-        .with_subscriber(tracing::subscriber::NoSubscriber::default())
-        .await
-        .expect("moto creates the secret");
-    output.version_id.unwrap_or_default()
-}
-
-/// Stores a new value, which moto stages as AWSCURRENT, and returns its VersionId.
-async fn put_secret_value(name: &str, text: &str) -> String {
-    admin_client()
-        .put_secret_value()
-        .secret_id(name)
-        .secret_string(text)
-        .send()
-        .with_subscriber(tracing::subscriber::NoSubscriber::default())
-        .await
-        .expect("moto stores the new value")
-        .version_id
-        .expect("moto returns a VersionId")
-}
-
-enum SecretValue<'a> {
-    Text(&'a str),
-    Binary(&'a [u8]),
-    Nothing,
-}
 
 fn moto_source(name: &str) -> megallm_auth::AwsSecretsManagerSourceBuilder {
     AwsSecretsManagerSource::builder(name)
