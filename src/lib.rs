@@ -19,3 +19,6 @@ pub use headers::{
 };
 pub use key::{ApiKey, Fingerprint, InvalidKey, KEY_PREFIX, KeyPolicy, KeyProblem};
 pub use source::{KeySource, Resolved, SourceError, SourceErrorKind, SourceKind, StaticSource};
+
+#[cfg(feature = "vault")]
+pub use sources::vault::{KvVersion, SecretRef, VaultAuth, VaultSettings, VaultSource};
