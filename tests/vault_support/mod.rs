@@ -1,0 +1,255 @@
+//! Setup helpers for the Vault tests: the OpenBao dev server started by `scripts/test`, a root
+//! admin client over the HTTP API, unique names, and private servers a test may seal or stop.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use megallm_auth::{Environment, KeySource, SourceError};
+use serde_json::{Value, json};
+
+use crate::common::{assert_no_canary, capture_logs};
+
+/// Address and root token of the shared dev server.
+pub fn shared_server() -> Admin {
+    let address = required_var("MEGALLM_TEST_VAULT_ADDR");
+    let token = required_var("MEGALLM_TEST_VAULT_ROOT_TOKEN");
+    Admin::new(address, token)
+}
+
+fn required_var(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the Vault tests with scripts/test, which starts OpenBao")
+    })
+}
+
+/// Returns `prefix` with a suffix unique to this process and call.
+pub fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "{prefix}-{}-{}-{nanos}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A root client for setup over Vault's HTTP API.
+#[derive(Clone)]
+pub struct Admin {
+    pub address: String,
+    pub token: String,
+    pub namespace: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Admin {
+    pub fn new(address: String, token: String) -> Admin {
+        Admin {
+            address,
+            token,
+            namespace: None,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// The same admin acting in `namespace`.
+    pub fn in_namespace(&self, namespace: &str) -> Admin {
+        Admin {
+            namespace: Some(namespace.to_owned()),
+            ..self.clone()
+        }
+    }
+
+    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut request = self
+            .http
+            .request(method.clone(), format!("{}/v1/{path}", self.address))
+            .header("X-Vault-Token", &self.token);
+        if let Some(namespace) = &self.namespace {
+            request = request.header("X-Vault-Namespace", namespace);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("setup request reaches Vault");
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        assert!(status.is_success(), "setup {method} {path} failed with {status}: {text}");
+        if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap()
+        }
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Value {
+        self.send(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    pub async fn get(&self, path: &str) -> Value {
+        self.send(reqwest::Method::GET, path, None).await
+    }
+
+    /// Enables a KV engine of `version` at `mount`.
+    pub async fn enable_kv(&self, mount: &str, version: u8) {
+        self.post(
+            &format!("sys/mounts/{mount}"),
+            json!({"type": "kv", "options": {"version": version.to_string()}}),
+        )
+        .await;
+    }
+
+    /// Writes `data` to `path` in a KV mount of `version`. Returns the KV v2 version number.
+    pub async fn write(&self, mount: &str, version: u8, path: &str, data: Value) -> Option<u64> {
+        if version == 2 {
+            let answer = self
+                .post(&format!("{mount}/data/{path}"), json!({"data": data}))
+                .await;
+            answer["data"]["version"].as_u64()
+        } else {
+            self.post(&format!("{mount}/{path}"), data).await;
+            None
+        }
+    }
+
+    /// Writes an ACL policy.
+    pub async fn policy(&self, name: &str, hcl: &str) {
+        self.post(&format!("sys/policies/acl/{name}"), json!({"policy": hcl}))
+            .await;
+    }
+
+    /// Creates a token with `policies`; `ttl` such as "1h".
+    pub async fn token(&self, policies: &[&str], ttl: &str, renewable: bool) -> String {
+        let answer = self
+            .post(
+                "auth/token/create",
+                json!({"policies": policies, "ttl": ttl, "renewable": renewable}),
+            )
+            .await;
+        answer["auth"]["client_token"].as_str().unwrap().to_owned()
+    }
+
+    /// Enables AppRole at `mount` with a role; returns the role id and a secret id.
+    pub async fn approle(&self, mount: &str, role: &str, options: Value) -> (String, String) {
+        self.post(&format!("sys/auth/{mount}"), json!({"type": "approle"}))
+            .await;
+        self.post(&format!("auth/{mount}/role/{role}"), options).await;
+        let role_id = self.get(&format!("auth/{mount}/role/{role}/role-id")).await["data"]
+            ["role_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let secret_id = self
+            .post(&format!("auth/{mount}/role/{role}/secret-id"), json!({}))
+            .await["data"]["secret_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        (role_id, secret_id)
+    }
+}
+
+/// An environment with only `VAULT_ADDR` and the given variables.
+pub fn environment(address: &str, extra: &[(&str, &str)]) -> Environment {
+    let mut pairs = vec![("VAULT_ADDR".to_owned(), address.to_owned())];
+    pairs.extend(
+        extra
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned())),
+    );
+    Environment::from_pairs(pairs)
+}
+
+/// Checks an error's Display and Debug, the source's Debug and the captured logs for canaries
+/// and for each of `secrets` (tokens, secret ids).
+#[track_caller]
+pub fn assert_no_leak(error: Option<&SourceError>, source: &dyn KeySource, secrets: &[&str]) {
+    let mut outputs = vec![
+        ("source Debug", format!("{source:?}")),
+        ("captured logs", capture_logs().contents()),
+    ];
+    if let Some(error) = error {
+        outputs.push(("error Display", error.to_string()));
+        outputs.push(("error Debug", format!("{error:?}")));
+    }
+    for (what, text) in &outputs {
+        assert_no_canary(what, text);
+        for secret in secrets {
+            assert!(!text.contains(secret), "{what} contains a secret: {text}");
+        }
+    }
+}
+
+/// A dev server of its own on a free loopback port, killed by PID on drop.
+pub struct PrivateServer {
+    pub admin: Admin,
+    child: Child,
+}
+
+impl PrivateServer {
+    pub async fn start() -> PrivateServer {
+        let binary = required_var("MEGALLM_TEST_BAO_BIN");
+        let port = free_port();
+        let token = unique("root");
+        let child = Command::new(binary)
+            .args([
+                "server",
+                "-dev",
+                &format!("-dev-listen-address=127.0.0.1:{port}"),
+                &format!("-dev-root-token-id={token}"),
+                "-dev-no-store-token",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("bao starts");
+        let admin = Admin::new(format!("http://127.0.0.1:{port}"), token);
+
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let http = reqwest::Client::new();
+        loop {
+            let health = http
+                .get(format!("{}/v1/sys/health", admin.address))
+                .send()
+                .await;
+            if health.is_ok_and(|response| response.status().is_success()) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "private OpenBao did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        PrivateServer { admin, child }
+    }
+
+    /// Seals the server.
+    pub async fn seal(&self) {
+        self.admin.send(reqwest::Method::PUT, "sys/seal", None).await;
+    }
+
+    /// Stops the server and waits for it to exit.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for PrivateServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
