@@ -183,7 +183,25 @@ pub fn assert_no_leak(error: Option<&SourceError>, source: &dyn KeySource, secre
         for secret in secrets {
             assert!(!text.contains(secret), "{what} contains a secret: {text}");
         }
+        assert!(
+            !contains_service_token(text),
+            "{what} contains something shaped like a Vault token: {text}"
+        );
     }
+}
+
+/// Returns whether `text` holds an OpenBao or Vault service token (`s.` or `hvs.` and at least
+/// 24 letters and digits), such as one issued by a login that the test never sees.
+pub fn contains_service_token(text: &str) -> bool {
+    text.match_indices("s.").any(|(start, _)| {
+        let preceded_by_word = text[..start]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_ascii_alphanumeric() && c != 'v');
+        let body = &text[start + 2..];
+        let run = body.chars().take_while(char::is_ascii_alphanumeric).count();
+        !preceded_by_word && run >= 24
+    })
 }
 
 /// A dev server of its own on a free loopback port, killed by PID on drop.

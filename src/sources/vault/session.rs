@@ -428,7 +428,8 @@ impl VaultSource {
             Failure::Status { code, .. } if (400..500).contains(code) => SourceError::denied(
                 &self.label,
                 format!(
-                    "{location} rejected the {method} (HTTP {code}); check the role and {}",
+                    "{location} rejected the {method} (HTTP {code}); check the role, {}, and \
+                     that the auth method is enabled in the login namespace",
                     self.auth.credential_location()
                 ),
             ),
