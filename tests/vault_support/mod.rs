@@ -211,37 +211,68 @@ pub struct PrivateServer {
 }
 
 impl PrivateServer {
+    /// Starts a plain-HTTP dev server.
     pub async fn start() -> PrivateServer {
+        PrivateServer::launch(None).await
+    }
+
+    /// Starts a dev server with TLS; OpenBao writes `vault-ca.pem`, `vault-cert.pem` and
+    /// `vault-key.pem` into `cert_dir`.
+    pub async fn start_tls(cert_dir: &std::path::Path) -> PrivateServer {
+        PrivateServer::launch(Some(cert_dir)).await
+    }
+
+    async fn launch(cert_dir: Option<&std::path::Path>) -> PrivateServer {
         let binary = required_var("MEGALLM_TEST_BAO_BIN");
         let port = free_port();
         let token = unique("root");
+        let mut args = vec![
+            "server".to_owned(),
+            "-dev".to_owned(),
+            format!("-dev-listen-address=127.0.0.1:{port}"),
+            format!("-dev-root-token-id={token}"),
+            "-dev-no-store-token".to_owned(),
+        ];
+        if let Some(dir) = cert_dir {
+            args.push("-dev-tls".to_owned());
+            args.push(format!("-dev-tls-cert-dir={}", dir.display()));
+        }
         let child = Command::new(binary)
-            .args([
-                "server",
-                "-dev",
-                &format!("-dev-listen-address=127.0.0.1:{port}"),
-                &format!("-dev-root-token-id={token}"),
-                "-dev-no-store-token",
-            ])
+            .args(&args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("bao starts");
-        let admin = Admin::new(format!("http://127.0.0.1:{port}"), token);
+        let scheme = if cert_dir.is_some() { "https" } else { "http" };
+        let address = format!("{scheme}://127.0.0.1:{port}");
 
         let deadline = Instant::now() + Duration::from_secs(30);
-        let http = reqwest::Client::new();
-        loop {
-            let health = http
-                .get(format!("{}/v1/sys/health", admin.address))
-                .send()
-                .await;
-            if health.is_ok_and(|response| response.status().is_success()) {
-                break;
+        let http = loop {
+            let http = match cert_dir {
+                None => Some(reqwest::Client::new()),
+                Some(dir) => std::fs::read(dir.join("vault-ca.pem")).ok().map(|pem| {
+                    let ca = reqwest::Certificate::from_pem(&pem).unwrap();
+                    reqwest::Client::builder()
+                        .add_root_certificate(ca)
+                        .build()
+                        .unwrap()
+                }),
+            };
+            if let Some(http) = http {
+                let health = http.get(format!("{address}/v1/sys/health")).send().await;
+                if health.is_ok_and(|response| response.status().is_success()) {
+                    break http;
+                }
             }
             assert!(Instant::now() < deadline, "private OpenBao did not start");
             tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        };
+        let admin = Admin {
+            address,
+            token,
+            namespace: None,
+            http,
+        };
         PrivateServer { admin, child }
     }
 

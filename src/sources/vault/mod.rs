@@ -490,6 +490,12 @@ fn ca_files(
                 path.display()
             ));
         }
+        if !holds_pem_certificate(&path)? {
+            return Err(format!(
+                "the CA certificate file {} does not hold PEM certificates",
+                path.display()
+            ));
+        }
         files.push(path);
     }
 
@@ -504,13 +510,13 @@ fn ca_files(
         let mut found = Vec::new();
         for entry in entries.flatten() {
             let path = entry.path();
-            if path.is_file() {
+            if path.is_file() && holds_pem_certificate(&path)? {
                 found.push(path);
             }
         }
         if found.is_empty() {
             return Err(format!(
-                "the CA directory {} holds no certificate files",
+                "the CA directory {} holds no PEM certificate files",
                 dir.display()
             ));
         }
@@ -518,6 +524,14 @@ fn ca_files(
         files.extend(found);
     }
     Ok(files)
+}
+
+/// Returns whether the file holds at least one PEM certificate.
+fn holds_pem_certificate(path: &std::path::Path) -> Result<bool, String> {
+    let contents = std::fs::read(path)
+        .map_err(|error| format!("failed to read {}: {error}", path.display()))?;
+    let marker = b"-----BEGIN CERTIFICATE-----";
+    Ok(contents.windows(marker.len()).any(|window| window == marker))
 }
 
 /// Reads the client certificate and key into one TLS identity.
