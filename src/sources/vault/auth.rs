@@ -224,6 +224,19 @@ impl VaultAuth {
         self
     }
 
+    /// Sets the file a Kubernetes or JWT login reads its token from. Other methods are
+    /// returned unchanged.
+    #[must_use]
+    pub fn with_token_file(mut self, path: impl Into<PathBuf>) -> VaultAuth {
+        match &mut self {
+            VaultAuth::Kubernetes { token_file, .. } | VaultAuth::Jwt { token_file, .. } => {
+                *token_file = path.into();
+            }
+            VaultAuth::Token { .. } | VaultAuth::AppRole { .. } => {}
+        }
+        self
+    }
+
     /// Returns whether the source logs in (and can log in again when its token expires).
     pub(crate) fn is_login(&self) -> bool {
         !matches!(self, VaultAuth::Token { .. })

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::de::{self, IgnoredAny, Visitor};
 use serde::{Deserialize, Deserializer};
 
-use super::auth::{KUBERNETES_TOKEN_PATH, SecretRef, VaultAuth};
+use super::auth::{SecretRef, VaultAuth};
 use super::{DEFAULT_FIELD, KvVersion, VaultSource};
 use crate::environment::Environment;
 use crate::key::KeyPolicy;
@@ -367,10 +367,8 @@ fn auth_from_settings(settings: &VaultAuthSettings) -> Result<VaultAuth, String>
                     .to_owned());
             }
             let mut auth = VaultAuth::kubernetes(non_empty_role(role)?);
-            if let VaultAuth::Kubernetes { token_file: file, .. } = &mut auth {
-                *file = token_file
-                    .clone()
-                    .unwrap_or_else(|| PathBuf::from(KUBERNETES_TOKEN_PATH));
+            if let Some(path) = token_file {
+                auth = auth.with_token_file(path);
             }
             Ok(with_optional_mount(auth, mount))
         }
