@@ -15,11 +15,16 @@ async fn kv2_read_returns_key_and_version() {
     let admin = shared_server();
     let mount = unique("kv2");
     admin.enable_kv(&mount, 2).await;
-    admin.write(&mount, 2, "megallm", json!({"api_key": CANARY})).await;
+    admin
+        .write(&mount, 2, "megallm", json!({"api_key": CANARY}))
+        .await;
 
     let source = VaultSource::builder(&mount, "megallm")
         .kv_version(KvVersion::V2)
-        .environment(environment(&admin.address, &[("VAULT_TOKEN", &admin.token)]))
+        .environment(environment(
+            &admin.address,
+            &[("VAULT_TOKEN", &admin.token)],
+        ))
         .build()
         .unwrap();
     let resolved = source.resolve().await.unwrap();
@@ -38,9 +43,14 @@ async fn kv2_rotation_changes_version() {
     let admin = shared_server();
     let mount = unique("kv2");
     admin.enable_kv(&mount, 2).await;
-    admin.write(&mount, 2, "megallm", json!({"api_key": CANARY})).await;
+    admin
+        .write(&mount, 2, "megallm", json!({"api_key": CANARY}))
+        .await;
     let source = VaultSource::builder(&mount, "megallm")
-        .environment(environment(&admin.address, &[("VAULT_TOKEN", &admin.token)]))
+        .environment(environment(
+            &admin.address,
+            &[("VAULT_TOKEN", &admin.token)],
+        ))
         .build()
         .unwrap();
     let first = source.resolve().await.unwrap();
@@ -64,11 +74,16 @@ async fn kv1_read_has_no_version() {
     let admin = shared_server();
     let mount = unique("kv1");
     admin.enable_kv(&mount, 1).await;
-    admin.write(&mount, 1, "team/megallm", json!({"api_key": CANARY})).await;
+    admin
+        .write(&mount, 1, "team/megallm", json!({"api_key": CANARY}))
+        .await;
 
     let source = VaultSource::builder(&mount, "team/megallm")
         .kv_version(KvVersion::V1)
-        .environment(environment(&admin.address, &[("VAULT_TOKEN", &admin.token)]))
+        .environment(environment(
+            &admin.address,
+            &[("VAULT_TOKEN", &admin.token)],
+        ))
         .build()
         .unwrap();
     let resolved = source.resolve().await.unwrap();
@@ -95,7 +110,10 @@ async fn field_selects_other_field() {
 
     let source = VaultSource::builder(&mount, "megallm")
         .field("staging_key")
-        .environment(environment(&admin.address, &[("VAULT_TOKEN", &admin.token)]))
+        .environment(environment(
+            &admin.address,
+            &[("VAULT_TOKEN", &admin.token)],
+        ))
         .build()
         .unwrap();
     let resolved = source.resolve().await.unwrap();
@@ -112,11 +130,19 @@ async fn missing_field_lists_field_names() {
     let mount = unique("kv2");
     admin.enable_kv(&mount, 2).await;
     admin
-        .write(&mount, 2, "megallm", json!({"key": CANARY, "owner": "team-a"}))
+        .write(
+            &mount,
+            2,
+            "megallm",
+            json!({"key": CANARY, "owner": "team-a"}),
+        )
         .await;
 
     let source = VaultSource::builder(&mount, "megallm")
-        .environment(environment(&admin.address, &[("VAULT_TOKEN", &admin.token)]))
+        .environment(environment(
+            &admin.address,
+            &[("VAULT_TOKEN", &admin.token)],
+        ))
         .build()
         .unwrap();
     let error = source.resolve().await.unwrap_err();
@@ -136,11 +162,19 @@ async fn malformed_key_is_invalid() {
     let mount = unique("kv2");
     admin.enable_kv(&mount, 2).await;
     admin
-        .write(&mount, 2, "megallm", json!({"api_key": format!("Bearer {CANARY}")}))
+        .write(
+            &mount,
+            2,
+            "megallm",
+            json!({"api_key": format!("Bearer {CANARY}")}),
+        )
         .await;
 
     let source = VaultSource::builder(&mount, "megallm")
-        .environment(environment(&admin.address, &[("VAULT_TOKEN", &admin.token)]))
+        .environment(environment(
+            &admin.address,
+            &[("VAULT_TOKEN", &admin.token)],
+        ))
         .build()
         .unwrap();
     let error = source.resolve().await.unwrap_err();
@@ -158,12 +192,19 @@ async fn detection_reads_sys_mounts() {
     let v2_mount = unique("kv2");
     admin.enable_kv(&v1_mount, 1).await;
     admin.enable_kv(&v2_mount, 2).await;
-    admin.write(&v1_mount, 1, "megallm", json!({"api_key": CANARY})).await;
-    admin.write(&v2_mount, 2, "megallm", json!({"api_key": CANARY})).await;
+    admin
+        .write(&v1_mount, 1, "megallm", json!({"api_key": CANARY}))
+        .await;
+    admin
+        .write(&v2_mount, 2, "megallm", json!({"api_key": CANARY}))
+        .await;
 
     for (mount, version) in [(&v1_mount, None), (&v2_mount, Some("1"))] {
         let source = VaultSource::builder(mount, "megallm")
-            .environment(environment(&admin.address, &[("VAULT_TOKEN", &admin.token)]))
+            .environment(environment(
+                &admin.address,
+                &[("VAULT_TOKEN", &admin.token)],
+            ))
             .build()
             .unwrap();
         let resolved = source.resolve().await.unwrap();
@@ -184,8 +225,12 @@ async fn detection_probes_without_sys_mounts() {
     let v2_mount = unique("kv2");
     admin.enable_kv(&v1_mount, 1).await;
     admin.enable_kv(&v2_mount, 2).await;
-    admin.write(&v1_mount, 1, "megallm", json!({"api_key": CANARY})).await;
-    admin.write(&v2_mount, 2, "megallm", json!({"api_key": CANARY})).await;
+    admin
+        .write(&v1_mount, 1, "megallm", json!({"api_key": CANARY}))
+        .await;
+    admin
+        .write(&v2_mount, 2, "megallm", json!({"api_key": CANARY}))
+        .await;
     let policy = unique("read-only");
     admin
         .policy(

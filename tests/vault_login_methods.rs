@@ -22,7 +22,11 @@ fn base64url(bytes: &[u8]) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..=chunk.len() {
             out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
@@ -35,7 +39,14 @@ fn base64url(bytes: &[u8]) -> String {
 fn rsa_key(dir: &Path) -> String {
     let key = dir.join("key.pem");
     let status = Command::new("openssl")
-        .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out"])
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
         .arg(&key)
         .status()
         .expect("openssl runs");
@@ -86,11 +97,13 @@ fn now() -> u64 {
         .as_secs()
 }
 
-/// A KV v2 mount with the canary and a policy that may read it. Returns (mount, policy).
+/// Creates a KV v2 mount with the canary and a policy that may read it. Returns (mount, policy).
 async fn readable_secret(admin: &Admin) -> (String, String) {
     let mount = unique("kv2");
     admin.enable_kv(&mount, 2).await;
-    admin.write(&mount, 2, "megallm", json!({"api_key": CANARY})).await;
+    admin
+        .write(&mount, 2, "megallm", json!({"api_key": CANARY}))
+        .await;
     let policy = unique("reader");
     admin
         .policy(
@@ -185,8 +198,14 @@ async fn jwt_wrong_audience_is_denied() {
     let error = source.resolve().await.unwrap_err();
 
     assert_eq!(error.kind(), SourceErrorKind::Denied);
-    assert!(error.message().contains("rejected the JWT login"), "{error}");
-    assert!(error.message().contains(&jwt_file.display().to_string()), "{error}");
+    assert!(
+        error.message().contains("rejected the JWT login"),
+        "{error}"
+    );
+    assert!(
+        error.message().contains(&jwt_file.display().to_string()),
+        "{error}"
+    );
     assert_no_leak(Some(&error), &source, &[&jwt, &admin.token]);
 }
 
@@ -201,7 +220,10 @@ async fn missing_jwt_file_is_misconfigured() {
     let error = source.resolve().await.unwrap_err();
 
     assert_eq!(error.kind(), SourceErrorKind::Misconfigured);
-    assert!(error.message().contains("/nonexistent/jwt is missing"), "{error}");
+    assert!(
+        error.message().contains("/nonexistent/jwt is missing"),
+        "{error}"
+    );
 }
 
 /// Starts a loopback fake of the Kubernetes TokenReview API that authenticates every token as
@@ -250,7 +272,10 @@ async fn kubernetes_login_reads_secret() {
     let ca_cert = self_signed_cert(dir.path());
     let auth_mount = unique("kubernetes");
     admin
-        .post(&format!("sys/auth/{auth_mount}"), json!({"type": "kubernetes"}))
+        .post(
+            &format!("sys/auth/{auth_mount}"),
+            json!({"type": "kubernetes"}),
+        )
         .await;
     admin
         .post(

@@ -14,7 +14,9 @@ use vault_support::{Admin, assert_no_leak, environment, shared_server, unique};
 /// mount).
 async fn namespaced_secret(admin: &Admin) -> (String, String, String) {
     let parent = unique("admin");
-    admin.post(&format!("sys/namespaces/{parent}"), json!({})).await;
+    admin
+        .post(&format!("sys/namespaces/{parent}"), json!({}))
+        .await;
     admin
         .in_namespace(&parent)
         .post("sys/namespaces/llm", json!({}))
@@ -23,7 +25,9 @@ async fn namespaced_secret(admin: &Admin) -> (String, String, String) {
     let mount = unique("secret");
     let inside = admin.in_namespace(&namespace);
     inside.enable_kv(&mount, 2).await;
-    inside.write(&mount, 2, "megallm", json!({"api_key": CANARY})).await;
+    inside
+        .write(&mount, 2, "megallm", json!({"api_key": CANARY}))
+        .await;
     (parent, namespace, mount)
 }
 
@@ -36,7 +40,10 @@ async fn namespace_from_environment_is_sent() {
     let source = VaultSource::builder(&mount, "megallm")
         .environment(environment(
             &admin.address,
-            &[("VAULT_TOKEN", &admin.token), ("VAULT_NAMESPACE", &namespace)],
+            &[
+                ("VAULT_TOKEN", &admin.token),
+                ("VAULT_NAMESPACE", &namespace),
+            ],
         ))
         .build()
         .unwrap();
@@ -57,7 +64,10 @@ async fn namespace_from_settings_wins() {
         .namespace(&namespace)
         .environment(environment(
             &admin.address,
-            &[("VAULT_TOKEN", &admin.token), ("VAULT_NAMESPACE", "elsewhere")],
+            &[
+                ("VAULT_TOKEN", &admin.token),
+                ("VAULT_NAMESPACE", "elsewhere"),
+            ],
         ))
         .build()
         .unwrap();
@@ -74,14 +84,20 @@ async fn no_namespace_does_not_find_mount() {
     let (_, _, mount) = namespaced_secret(&admin).await;
 
     let source = VaultSource::builder(&mount, "megallm")
-        .environment(environment(&admin.address, &[("VAULT_TOKEN", &admin.token)]))
+        .environment(environment(
+            &admin.address,
+            &[("VAULT_TOKEN", &admin.token)],
+        ))
         .build()
         .unwrap();
     let error = source.resolve().await.unwrap_err();
 
     assert_eq!(error.kind(), SourceErrorKind::NotFound);
     assert!(error.message().contains("(no namespace)"), "{error}");
-    assert!(error.message().contains("check the mount and namespace"), "{error}");
+    assert!(
+        error.message().contains("check the mount and namespace"),
+        "{error}"
+    );
     assert_no_leak(Some(&error), &source, &[&admin.token]);
 }
 
@@ -111,7 +127,10 @@ async fn login_uses_its_own_namespace() {
             VaultAuth::approle(&role_id, SecretRef::Env("APP_SECRET_ID".into()))
                 .with_mount(&auth_mount),
         )
-        .environment(environment(&admin.address, &[("APP_SECRET_ID", &secret_id)]))
+        .environment(environment(
+            &admin.address,
+            &[("APP_SECRET_ID", &secret_id)],
+        ))
         .build()
         .unwrap();
     let resolved = source.resolve().await.unwrap();
@@ -119,7 +138,10 @@ async fn login_uses_its_own_namespace() {
     let contents = logs.contents();
     assert_eq!(source.login_namespace(), Some(parent.as_str()));
     assert_eq!(resolved.key.expose_secret(), CANARY);
-    assert!(contents.contains(&format!("namespace=\"{parent}\"")), "{contents}");
+    assert!(
+        contents.contains(&format!("namespace=\"{parent}\"")),
+        "{contents}"
+    );
     assert_no_leak(None, &source, &[&secret_id, &role_id, &admin.token]);
 }
 
@@ -141,15 +163,24 @@ async fn login_in_wrong_namespace_is_denied() {
             VaultAuth::approle(&role_id, SecretRef::Env("APP_SECRET_ID".into()))
                 .with_mount(&auth_mount),
         )
-        .environment(environment(&admin.address, &[("APP_SECRET_ID", &secret_id)]))
+        .environment(environment(
+            &admin.address,
+            &[("APP_SECRET_ID", &secret_id)],
+        ))
         .build()
         .unwrap();
     let error = source.resolve().await.unwrap_err();
 
-    // Without a token, OpenBao answers 403 for a login path that does not exist.
+    // Without a token, OpenBao responds 403 for a login path that does not exist.
     assert_eq!(error.kind(), SourceErrorKind::Denied);
-    assert!(error.message().contains(&format!("namespace {namespace}")), "{error}");
-    assert!(error.message().contains("enabled in the login namespace"), "{error}");
+    assert!(
+        error.message().contains(&format!("namespace {namespace}")),
+        "{error}"
+    );
+    assert!(
+        error.message().contains("enabled in the login namespace"),
+        "{error}"
+    );
     assert_no_leak(Some(&error), &source, &[&secret_id, &role_id, &admin.token]);
 }
 
@@ -176,10 +207,22 @@ async fn denied_in_namespace_names_location() {
 
     assert_eq!(error.kind(), SourceErrorKind::Denied);
     let message = error.message();
-    assert!(message.contains(&format!("Vault at {}", admin.address)), "{message}");
-    assert!(message.contains(&format!("namespace {namespace}")), "{message}");
-    assert!(message.contains(&format!("mount {mount}, path megallm")), "{message}");
-    assert!(message.contains(&format!("{mount}/data/megallm")), "{message}");
+    assert!(
+        message.contains(&format!("Vault at {}", admin.address)),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("namespace {namespace}")),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("mount {mount}, path megallm")),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("{mount}/data/megallm")),
+        "{message}"
+    );
     assert_no_leak(Some(&error), &source, &[&token, &admin.token]);
     logs.assert_clean();
 }

@@ -25,7 +25,9 @@ async fn toml_approle_settings_resolve() {
     let admin = shared_server();
     let mount = unique("kv2");
     admin.enable_kv(&mount, 2).await;
-    admin.write(&mount, 2, "megallm", json!({"api_key": CANARY})).await;
+    admin
+        .write(&mount, 2, "megallm", json!({"api_key": CANARY}))
+        .await;
     let policy = unique("reader");
     admin
         .policy(
@@ -84,7 +86,10 @@ fn toml_inline_token_is_rejected() {
     .unwrap_err();
 
     assert_eq!(error.kind(), SourceErrorKind::Misconfigured);
-    assert!(error.message().contains("token_file or token_env"), "{error}");
+    assert!(
+        error.message().contains("token_file or token_env"),
+        "{error}"
+    );
     assert!(!error.to_string().contains("TESTINLINE"), "{error}");
     assert!(!format!("{settings:?}").contains("TESTINLINE"));
 }

@@ -10,7 +10,7 @@ use megallm_auth::{KeySource, SourceErrorKind, VaultSource};
 use serde_json::json;
 use vault_support::{PrivateServer, assert_no_leak, environment, unique};
 
-/// A TLS server with the canary at `<mount>/megallm`. Returns the server, its cert directory
+/// Starts a TLS server with the canary at `<mount>/megallm`. Returns the server, its cert directory
 /// and the mount.
 async fn tls_server() -> (PrivateServer, tempfile::TempDir, String) {
     let cert_dir = tempfile::tempdir().unwrap();
@@ -32,7 +32,10 @@ async fn ca_file_is_trusted() {
 
     let source = VaultSource::builder(&mount, "megallm")
         .ca_file(cert_dir.path().join("vault-ca.pem"))
-        .environment(environment(&admin.address, &[("VAULT_TOKEN", &admin.token)]))
+        .environment(environment(
+            &admin.address,
+            &[("VAULT_TOKEN", &admin.token)],
+        ))
         .build()
         .unwrap();
     let resolved = source.resolve().await.unwrap();
@@ -100,7 +103,10 @@ async fn untrusted_certificate_is_unavailable() {
     let admin = &server.admin;
 
     let source = VaultSource::builder(&mount, "megallm")
-        .environment(environment(&admin.address, &[("VAULT_TOKEN", &admin.token)]))
+        .environment(environment(
+            &admin.address,
+            &[("VAULT_TOKEN", &admin.token)],
+        ))
         .build()
         .unwrap();
     let error = source.resolve().await.unwrap_err();
@@ -123,5 +129,8 @@ async fn non_pem_ca_file_is_misconfigured() {
         .unwrap_err();
 
     assert_eq!(error.kind(), SourceErrorKind::Misconfigured);
-    assert!(error.message().contains("does not hold PEM certificates"), "{error}");
+    assert!(
+        error.message().contains("does not hold PEM certificates"),
+        "{error}"
+    );
 }

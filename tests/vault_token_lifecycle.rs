@@ -12,11 +12,13 @@ use megallm_auth::{KeySource, SecretRef, SourceErrorKind, VaultAuth, VaultSource
 use serde_json::{Value, json};
 use vault_support::{Admin, assert_no_leak, environment, shared_server, unique};
 
-/// A KV v2 mount with the canary, and a policy that may read it. Returns (mount, policy).
+/// Creates a KV v2 mount with the canary and a policy that may read it. Returns (mount, policy).
 async fn readable_secret(admin: &Admin) -> (String, String) {
     let mount = unique("kv2");
     admin.enable_kv(&mount, 2).await;
-    admin.write(&mount, 2, "megallm", json!({"api_key": CANARY})).await;
+    admin
+        .write(&mount, 2, "megallm", json!({"api_key": CANARY}))
+        .await;
     let policy = unique("reader");
     admin
         .policy(
@@ -27,7 +29,7 @@ async fn readable_secret(admin: &Admin) -> (String, String) {
     (mount, policy)
 }
 
-/// An AppRole mount and role with `policy` and the given TTL options.
+/// Creates an AppRole mount and role with `policy` and the given TTL options.
 async fn approle(admin: &Admin, policy: &str, options: Value) -> (String, String, String) {
     let mount = unique("approle");
     let mut role = json!({"token_policies": [policy]});
@@ -76,7 +78,10 @@ async fn approle_secret_id_from_env() {
             VaultAuth::approle(&role_id, SecretRef::Env("APP_SECRET_ID".into()))
                 .with_mount(&auth_mount),
         )
-        .environment(environment(&admin.address, &[("APP_SECRET_ID", &secret_id)]))
+        .environment(environment(
+            &admin.address,
+            &[("APP_SECRET_ID", &secret_id)],
+        ))
         .build()
         .unwrap();
     let resolved = source.resolve().await.unwrap();
@@ -104,9 +109,14 @@ async fn approle_wrong_secret_id_is_denied() {
     let error = source.resolve().await.unwrap_err();
 
     assert_eq!(error.kind(), SourceErrorKind::Denied);
-    assert!(error.message().contains("rejected the AppRole login"), "{error}");
     assert!(
-        error.message().contains("environment variable APP_SECRET_ID"),
+        error.message().contains("rejected the AppRole login"),
+        "{error}"
+    );
+    assert!(
+        error
+            .message()
+            .contains("environment variable APP_SECRET_ID"),
         "{error}"
     );
     assert_no_leak(Some(&error), &source, &[wrong, &role_id, &admin.token]);
@@ -116,7 +126,10 @@ async fn approle_wrong_secret_id_is_denied() {
 async fn approle_missing_secret_id_is_misconfigured() {
     let admin = shared_server();
     let source = VaultSource::builder("secret", "megallm")
-        .auth(VaultAuth::approle("role", SecretRef::Env("APP_SECRET_ID".into())))
+        .auth(VaultAuth::approle(
+            "role",
+            SecretRef::Env("APP_SECRET_ID".into()),
+        ))
         .environment(environment(&admin.address, &[]))
         .build()
         .unwrap();
@@ -124,7 +137,9 @@ async fn approle_missing_secret_id_is_misconfigured() {
 
     assert_eq!(error.kind(), SourceErrorKind::Misconfigured);
     assert!(
-        error.message().contains("environment variable APP_SECRET_ID is missing"),
+        error
+            .message()
+            .contains("environment variable APP_SECRET_ID is missing"),
         "{error}"
     );
 }
@@ -146,7 +161,10 @@ async fn approle_token_is_renewed() {
             VaultAuth::approle(&role_id, SecretRef::Env("APP_SECRET_ID".into()))
                 .with_mount(&auth_mount),
         )
-        .environment(environment(&admin.address, &[("APP_SECRET_ID", &secret_id)]))
+        .environment(environment(
+            &admin.address,
+            &[("APP_SECRET_ID", &secret_id)],
+        ))
         .build()
         .unwrap();
     source.resolve().await.unwrap();
@@ -159,7 +177,10 @@ async fn approle_token_is_renewed() {
     let contents = logs.contents();
     assert_eq!(resolved.key.expose_secret(), CANARY);
     assert_eq!(after_expiry_of_first_ttl.key.expose_secret(), CANARY);
-    assert!(count(&contents, "renewed the Vault token") >= 2, "{contents}");
+    assert!(
+        count(&contents, "renewed the Vault token") >= 2,
+        "{contents}"
+    );
     assert_eq!(count(&contents, "logged in to Vault"), 1, "{contents}");
     assert_no_leak(None, &source, &[&secret_id, &role_id, &admin.token]);
 }
@@ -181,7 +202,10 @@ async fn approle_logs_in_again_after_max_ttl() {
             VaultAuth::approle(&role_id, SecretRef::Env("APP_SECRET_ID".into()))
                 .with_mount(&auth_mount),
         )
-        .environment(environment(&admin.address, &[("APP_SECRET_ID", &secret_id)]))
+        .environment(environment(
+            &admin.address,
+            &[("APP_SECRET_ID", &secret_id)],
+        ))
         .build()
         .unwrap();
     source.resolve().await.unwrap();
@@ -206,7 +230,10 @@ async fn approle_logs_in_again_after_revocation() {
             VaultAuth::approle(&role_id, SecretRef::Env("APP_SECRET_ID".into()))
                 .with_mount(&auth_mount),
         )
-        .environment(environment(&admin.address, &[("APP_SECRET_ID", &secret_id)]))
+        .environment(environment(
+            &admin.address,
+            &[("APP_SECRET_ID", &secret_id)],
+        ))
         .build()
         .unwrap();
     source.resolve().await.unwrap();
@@ -264,7 +291,10 @@ async fn expired_static_token_has_own_error() {
     let error = source.resolve().await.unwrap_err();
 
     assert_eq!(error.kind(), SourceErrorKind::Denied);
-    assert!(error.message().contains("expired or was revoked"), "{error}");
+    assert!(
+        error.message().contains("expired or was revoked"),
+        "{error}"
+    );
     assert!(
         error.message().contains("environment variable VAULT_TOKEN"),
         "{error}"
@@ -280,7 +310,9 @@ async fn revoked_static_token_fails_first_resolve() {
     let admin = shared_server();
     let (mount, policy) = readable_secret(&admin).await;
     let token = admin.token(&[&policy], "1h", true).await;
-    admin.post("auth/token/revoke", json!({"token": token})).await;
+    admin
+        .post("auth/token/revoke", json!({"token": token}))
+        .await;
 
     let source = VaultSource::builder(&mount, "megallm")
         .environment(environment(&admin.address, &[("VAULT_TOKEN", &token)]))
@@ -289,7 +321,10 @@ async fn revoked_static_token_fails_first_resolve() {
     let error = source.resolve().await.unwrap_err();
 
     assert_eq!(error.kind(), SourceErrorKind::Denied);
-    assert!(error.message().contains("expired or was revoked"), "{error}");
+    assert!(
+        error.message().contains("expired or was revoked"),
+        "{error}"
+    );
     assert_no_leak(Some(&error), &source, &[&token, &admin.token]);
 }
 
@@ -311,12 +346,17 @@ async fn changed_token_file_is_picked_up() {
         .unwrap();
     source.resolve().await.unwrap();
     // A Vault agent rewrites its sink file with a new token and the old one is revoked.
-    admin.post("auth/token/revoke", json!({"token": first})).await;
+    admin
+        .post("auth/token/revoke", json!({"token": first}))
+        .await;
     std::fs::write(&token_file, &second).unwrap();
     let resolved = source.resolve().await.unwrap();
 
     let contents = logs.contents();
     assert_eq!(resolved.key.expose_secret(), CANARY);
-    assert!(contents.contains("the Vault token changed at its source"), "{contents}");
+    assert!(
+        contents.contains("the Vault token changed at its source"),
+        "{contents}"
+    );
     assert_no_leak(None, &source, &[&first, &second, &admin.token]);
 }

@@ -1,5 +1,5 @@
-//! A sealed server, a stopped server and a server that never answers are Unavailable; private
-//! OpenBao servers keep the shared one untouched.
+//! A sealed server, a stopped server and a server that never responds are Unavailable. Each
+//! test starts a private OpenBao server, so the shared one stays untouched.
 #![cfg(feature = "vault")]
 
 mod common;
@@ -19,10 +19,15 @@ async fn sealed_server_is_unavailable() {
     let admin = &server.admin;
     let mount = unique("kv2");
     admin.enable_kv(&mount, 2).await;
-    admin.write(&mount, 2, "megallm", json!({"api_key": CANARY})).await;
+    admin
+        .write(&mount, 2, "megallm", json!({"api_key": CANARY}))
+        .await;
 
     let source = VaultSource::builder(&mount, "megallm")
-        .environment(environment(&admin.address, &[("VAULT_TOKEN", &admin.token)]))
+        .environment(environment(
+            &admin.address,
+            &[("VAULT_TOKEN", &admin.token)],
+        ))
         .build()
         .unwrap();
     source.resolve().await.unwrap();
@@ -44,7 +49,10 @@ async fn sealed_server_fails_first_resolve() {
     server.seal().await;
 
     let source = VaultSource::builder("secret", "megallm")
-        .environment(environment(&admin.address, &[("VAULT_TOKEN", &admin.token)]))
+        .environment(environment(
+            &admin.address,
+            &[("VAULT_TOKEN", &admin.token)],
+        ))
         .build()
         .unwrap();
     let error = source.resolve().await.unwrap_err();
@@ -61,10 +69,15 @@ async fn stopped_server_is_unavailable() {
     let admin = server.admin.clone();
     let mount = unique("kv2");
     admin.enable_kv(&mount, 2).await;
-    admin.write(&mount, 2, "megallm", json!({"api_key": CANARY})).await;
+    admin
+        .write(&mount, 2, "megallm", json!({"api_key": CANARY}))
+        .await;
 
     let source = VaultSource::builder(&mount, "megallm")
-        .environment(environment(&admin.address, &[("VAULT_TOKEN", &admin.token)]))
+        .environment(environment(
+            &admin.address,
+            &[("VAULT_TOKEN", &admin.token)],
+        ))
         .build()
         .unwrap();
     source.resolve().await.unwrap();
@@ -81,13 +94,13 @@ async fn stopped_server_is_unavailable() {
 #[tokio::test]
 async fn silent_server_times_out() {
     let _logs = capture_logs();
-    // Accepts connections and never answers.
+    // Accepts connections and never responds.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());
     let accept = tokio::spawn(async move {
-        let mut held = Vec::new();
+        let mut open_connections = Vec::new();
         while let Ok((stream, _)) = listener.accept().await {
-            held.push(stream);
+            open_connections.push(stream);
         }
     });
     let token = "s.TESTTOKENNEVERSENTANYWHERE";

@@ -58,7 +58,7 @@ impl Admin {
         }
     }
 
-    /// The same admin acting in `namespace`.
+    /// Returns the same admin acting in `namespace`.
     pub fn in_namespace(&self, namespace: &str) -> Admin {
         Admin {
             namespace: Some(namespace.to_owned()),
@@ -80,7 +80,10 @@ impl Admin {
         let response = request.send().await.expect("setup request reaches Vault");
         let status = response.status();
         let text = response.text().await.unwrap();
-        assert!(status.is_success(), "setup {method} {path} failed with {status}: {text}");
+        assert!(
+            status.is_success(),
+            "setup {method} {path} failed with {status}: {text}"
+        );
         if text.is_empty() {
             Value::Null
         } else {
@@ -139,12 +142,13 @@ impl Admin {
     pub async fn approle(&self, mount: &str, role: &str, options: Value) -> (String, String) {
         self.post(&format!("sys/auth/{mount}"), json!({"type": "approle"}))
             .await;
-        self.post(&format!("auth/{mount}/role/{role}"), options).await;
-        let role_id = self.get(&format!("auth/{mount}/role/{role}/role-id")).await["data"]
-            ["role_id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        self.post(&format!("auth/{mount}/role/{role}"), options)
+            .await;
+        let role_id =
+            self.get(&format!("auth/{mount}/role/{role}/role-id")).await["data"]["role_id"]
+                .as_str()
+                .unwrap()
+                .to_owned();
         let secret_id = self
             .post(&format!("auth/{mount}/role/{role}/secret-id"), json!({}))
             .await["data"]["secret_id"]
@@ -155,7 +159,7 @@ impl Admin {
     }
 }
 
-/// An environment with only `VAULT_ADDR` and the given variables.
+/// Returns an environment with only `VAULT_ADDR` and the given variables.
 pub fn environment(address: &str, extra: &[(&str, &str)]) -> Environment {
     let mut pairs = vec![("VAULT_ADDR".to_owned(), address.to_owned())];
     pairs.extend(
@@ -190,7 +194,7 @@ pub fn assert_no_leak(error: Option<&SourceError>, source: &dyn KeySource, secre
     }
 }
 
-/// Returns whether `text` holds an OpenBao or Vault service token (`s.` or `hvs.` and at least
+/// Returns whether `text` contains an OpenBao or Vault service token (`s.` or `hvs.` and at least
 /// 24 letters and digits), such as one issued by a login that the test never sees.
 pub fn contains_service_token(text: &str) -> bool {
     text.match_indices("s.").any(|(start, _)| {
@@ -278,7 +282,9 @@ impl PrivateServer {
 
     /// Seals the server.
     pub async fn seal(&self) {
-        self.admin.send(reqwest::Method::PUT, "sys/seal", None).await;
+        self.admin
+            .send(reqwest::Method::PUT, "sys/seal", None)
+            .await;
     }
 
     /// Stops the server and waits for it to exit.
@@ -294,7 +300,7 @@ impl Drop for PrivateServer {
     }
 }
 
-/// A port that was free a moment ago.
+/// Returns a port that was free a moment ago.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -1,5 +1,5 @@
-//! How [`VaultSource`](super::VaultSource) gets a Vault token: a static token, or a login with
-//! AppRole, Kubernetes or JWT.
+//! Vault authentication for [`VaultSource`](super::VaultSource): a static token, or a login
+//! with AppRole, Kubernetes or JWT.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -15,8 +15,7 @@ pub const KUBERNETES_TOKEN_PATH: &str = "/var/run/secrets/kubernetes.io/servicea
 /// Largest token, secret id or JWT file that is read, in bytes.
 const MAX_SECRET_FILE_BYTES: u64 = 64 * 1024;
 
-/// Where a secret used to authenticate to Vault (a token, an AppRole secret id, a JWT) is read
-/// from. Secrets are never written inline in code or settings.
+/// Location of a secret used to authenticate to Vault (a token, an AppRole secret id, a JWT). Secrets are never written inline in code or settings.
 ///
 /// `Debug` prints the file path or the variable name, never the value.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,12 +58,12 @@ impl SecretRef {
     }
 }
 
-/// Why a secret could not be read. Messages name the location only.
+/// Failure to read a secret. Messages name the location only.
 #[derive(Debug)]
 pub(crate) enum SecretReadError {
     /// The file exists but may not be read.
     PermissionDenied(String),
-    /// The file or variable holds something unusable, or reading failed.
+    /// The file or variable contains something unusable, or reading failed.
     Invalid(String),
 }
 
@@ -127,16 +126,16 @@ fn trimmed(value: Zeroizing<String>) -> Option<Zeroizing<String>> {
     }
 }
 
-/// How the source authenticates to Vault.
+/// Auth method of the source.
 ///
-/// `Debug` prints the method, mount, role and where secrets are read from; it never prints a
+/// `Debug` prints the method, mount, role and the locations of secrets. It never prints a
 /// token, a secret id, a JWT or the AppRole role id.
 #[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum VaultAuth {
     /// A token that is already issued.
     Token {
-        /// Where the token is read. `None` reads `VAULT_TOKEN`, then `~/.vault-token`.
+        /// Location of the token. `None` reads `VAULT_TOKEN`, then `~/.vault-token`.
         token: Option<SecretRef>,
     },
     /// AppRole login at `auth/<mount>/login`.
@@ -145,7 +144,7 @@ pub enum VaultAuth {
         mount: String,
         /// Role id of the role.
         role_id: String,
-        /// Where the secret id is read.
+        /// Location of the secret id.
         secret_id: SecretRef,
     },
     /// Kubernetes login at `auth/<mount>/login` with the pod's service-account token.
@@ -175,17 +174,17 @@ impl Default for VaultAuth {
 }
 
 impl VaultAuth {
-    /// A token from `VAULT_TOKEN`, or else from `~/.vault-token`.
+    /// Creates a token auth that reads `VAULT_TOKEN`, or else `~/.vault-token`.
     pub fn token() -> VaultAuth {
         VaultAuth::Token { token: None }
     }
 
-    /// A token read from `token`, a file or an environment variable.
+    /// Creates a token auth that reads `token`, a file or an environment variable.
     pub fn token_from(token: SecretRef) -> VaultAuth {
         VaultAuth::Token { token: Some(token) }
     }
 
-    /// AppRole login at the `approle` mount.
+    /// Creates an AppRole login at the `approle` mount.
     pub fn approle(role_id: impl Into<String>, secret_id: SecretRef) -> VaultAuth {
         VaultAuth::AppRole {
             mount: "approle".to_owned(),
@@ -194,7 +193,8 @@ impl VaultAuth {
         }
     }
 
-    /// Kubernetes login at the `kubernetes` mount with the token at [`KUBERNETES_TOKEN_PATH`].
+    /// Creates a Kubernetes login at the `kubernetes` mount with the token at
+    /// [`KUBERNETES_TOKEN_PATH`].
     pub fn kubernetes(role: impl Into<String>) -> VaultAuth {
         VaultAuth::Kubernetes {
             mount: "kubernetes".to_owned(),
@@ -203,7 +203,7 @@ impl VaultAuth {
         }
     }
 
-    /// JWT login at the `jwt` mount with the JWT in `token_file`.
+    /// Creates a JWT login at the `jwt` mount with the JWT in `token_file`.
     pub fn jwt(role: impl Into<String>, token_file: impl Into<PathBuf>) -> VaultAuth {
         VaultAuth::Jwt {
             mount: "jwt".to_owned(),
@@ -261,7 +261,9 @@ impl VaultAuth {
     pub(crate) fn credential_location(&self) -> String {
         match self {
             VaultAuth::Token { .. } => self.describe(),
-            VaultAuth::AppRole { secret_id, .. } => format!("the secret id in {}", secret_id.describe()),
+            VaultAuth::AppRole { secret_id, .. } => {
+                format!("the secret id in {}", secret_id.describe())
+            }
             VaultAuth::Kubernetes { token_file, .. } => {
                 format!("the service-account token in {}", token_file.display())
             }
@@ -321,7 +323,7 @@ impl fmt::Debug for VaultAuth {
     }
 }
 
-/// The home directory from `HOME` (or `USERPROFILE` on Windows), for `~/.vault-token`.
+/// Returns the home directory from `HOME` (or `USERPROFILE` on Windows), for `~/.vault-token`.
 fn home_dir(environment: &Environment) -> Option<PathBuf> {
     let names: &[&str] = if cfg!(windows) {
         &["USERPROFILE", "HOME"]
@@ -370,7 +372,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("token");
         std::fs::write(&path, "  s.abc\n").unwrap();
-        let value = SecretRef::File(path).read(&Environment::default()).await.unwrap();
+        let value = SecretRef::File(path)
+            .read(&Environment::default())
+            .await
+            .unwrap();
         assert_eq!(value.as_deref().map(String::as_str), Some("s.abc"));
     }
 
@@ -389,14 +394,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("token");
         std::fs::write(&path, vec![b'a'; 70_000]).unwrap();
-        let error = SecretRef::File(path).read(&Environment::default()).await.unwrap_err();
+        let error = SecretRef::File(path)
+            .read(&Environment::default())
+            .await
+            .unwrap_err();
         assert!(matches!(error, SecretReadError::Invalid(ref m) if m.contains("larger than")));
     }
 
     #[tokio::test]
     async fn empty_env_secret_is_none() {
         let environment = Environment::from_pairs([("SECRET_ID", "  ")]);
-        let value = SecretRef::Env("SECRET_ID".into()).read(&environment).await.unwrap();
+        let value = SecretRef::Env("SECRET_ID".into())
+            .read(&environment)
+            .await
+            .unwrap();
         assert!(value.is_none());
     }
 }

@@ -1,19 +1,19 @@
 //! Translation of vaultrs errors into what went wrong, without any text that could carry a
 //! token or secret data.
 //!
-//! Security: vaultrs and rustify errors can hold a whole response body (`content`) or a JSON
+//! Security: vaultrs and rustify errors can contain a whole response body (`content`) or a JSON
 //! parser message that quotes a value. They are reduced here to a status code, a few flags and
-//! the operating system's or TLS library's connection error, and then dropped; they are never
-//! formatted with `Debug` or attached as a cause.
+//! the connection error of the operating system or TLS library, and then dropped. They are
+//! never formatted with `Debug` or attached as a cause.
 
 use std::error::Error as StdError;
 
 use vaultrs::error::ClientError;
 
-/// What went wrong with one request to Vault.
+/// Failure of one request to Vault.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Failure {
-    /// Vault answered with an HTTP error status.
+    /// Vault responded with an HTTP error status.
     Status {
         /// The HTTP status code.
         code: u16,
@@ -29,9 +29,9 @@ pub(crate) enum Failure {
         /// The innermost cause from the operating system or the TLS library.
         detail: String,
     },
-    /// Vault answered 2xx without the expected data.
+    /// Vault responded 2xx without the expected data.
     Empty,
-    /// The answer could not be parsed.
+    /// The response could not be parsed.
     Unexpected,
 }
 
@@ -45,19 +45,17 @@ impl Failure {
                 no_route: errors.iter().any(|e| e.contains("no handler for route")),
             },
             ClientError::RestClientError { source } => from_rest_error(source),
-            ClientError::ResponseEmptyError | ClientError::ResponseDataEmptyError => {
-                Failure::Empty
-            }
+            ClientError::ResponseEmptyError | ClientError::ResponseDataEmptyError => Failure::Empty,
             _ => Failure::Unexpected,
         }
     }
 
-    /// Returns whether Vault answered 403.
+    /// Returns whether Vault responded 403.
     pub(crate) fn is_forbidden(&self) -> bool {
         matches!(self, Failure::Status { code: 403, .. })
     }
 
-    /// Returns whether Vault answered 404.
+    /// Returns whether Vault responded 404.
     pub(crate) fn is_not_found(&self) -> bool {
         matches!(self, Failure::Status { code: 404, .. })
     }
@@ -78,13 +76,13 @@ impl Failure {
                 "Vault is sealed; unseal it or wait for the cluster to elect an active node"
                     .to_owned()
             }
-            Failure::Status { code, .. } => format!("Vault answered HTTP {code}"),
+            Failure::Status { code, .. } => format!("Vault responded with HTTP {code}"),
             Failure::Transport {
                 timed_out: true, ..
             } => "the request timed out".to_owned(),
             Failure::Transport { detail, .. } => format!("no connection ({detail})"),
-            Failure::Empty => "Vault answered without data".to_owned(),
-            Failure::Unexpected => "Vault's answer could not be parsed".to_owned(),
+            Failure::Empty => "Vault responded without data".to_owned(),
+            Failure::Unexpected => "Vault's response could not be parsed".to_owned(),
         }
     }
 }
@@ -114,7 +112,7 @@ fn from_rest_error(error: &rustify::errors::ClientError) -> Failure {
 }
 
 /// Returns the text of the innermost cause, such as `Connection refused (os error 111)`.
-/// The innermost cause comes from the operating system or rustls and holds no request data.
+/// The innermost cause comes from the operating system or rustls and contains no request data.
 fn innermost(error: &(dyn StdError + 'static)) -> String {
     let mut current = error;
     while let Some(next) = current.source() {

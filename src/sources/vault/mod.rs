@@ -29,7 +29,7 @@
 //!   `~/.vault-token`. Configured values win over the environment.
 //! - Not found (the chain moves on): no secret, no mount, or a KV version mismatch, each with a
 //!   hint, unless the source is `required`. A secret without the field is misconfigured.
-//! - Denied: Vault answered 403. The message names address, namespace, mount and path and the
+//! - Denied: Vault responded 403. The message names address, namespace, mount and path and the
 //!   policy path to grant.
 //! - Unavailable: sealed, HTTP 429 or 5xx, connection failure or timeout.
 //! - Token lifecycle: the TTL is read with `auth/token/lookup-self` after login; a renewable
@@ -61,7 +61,7 @@ pub use settings::{VaultAuthSettings, VaultSettings};
 use client::{Client, Connection};
 use session::Session;
 
-/// Field of the secret that holds the key when none is configured.
+/// Field of the secret that contains the key when none is configured.
 pub const DEFAULT_FIELD: &str = "api_key";
 
 /// Timeout of each request to Vault when none is configured.
@@ -233,7 +233,7 @@ impl VaultSourceBuilder {
         self
     }
 
-    /// Sets the field of the secret that holds the key. Default: `api_key`.
+    /// Sets the field of the secret that contains the key. Default: `api_key`.
     pub fn field(mut self, field: impl Into<String>) -> Self {
         self.field = field.into();
         self
@@ -342,13 +342,16 @@ impl VaultSourceBuilder {
         };
         let address = match self.address {
             Some(address) => address,
-            None => env.var("VAULT_ADDR").map_err(&misconfigured)?.ok_or_else(|| {
-                misconfigured(
-                    "no Vault address: set VAULT_ADDR or the address setting, such as \
+            None => env
+                .var("VAULT_ADDR")
+                .map_err(&misconfigured)?
+                .ok_or_else(|| {
+                    misconfigured(
+                        "no Vault address: set VAULT_ADDR or the address setting, such as \
                      https://vault.example.com:8200"
-                        .into(),
-                )
-            })?,
+                            .into(),
+                    )
+                })?,
         };
         let address = check_address(&address).map_err(&misconfigured)?;
 
@@ -526,12 +529,14 @@ fn ca_files(
     Ok(files)
 }
 
-/// Returns whether the file holds at least one PEM certificate.
+/// Returns whether the file contains at least one PEM certificate.
 fn holds_pem_certificate(path: &std::path::Path) -> Result<bool, String> {
     let contents = std::fs::read(path)
         .map_err(|error| format!("failed to read {}: {error}", path.display()))?;
     let marker = b"-----BEGIN CERTIFICATE-----";
-    Ok(contents.windows(marker.len()).any(|window| window == marker))
+    Ok(contents
+        .windows(marker.len())
+        .any(|window| window == marker))
 }
 
 /// Reads the client certificate and key into one TLS identity.
@@ -546,7 +551,7 @@ fn identity(
             (None, None) => return Ok(None),
             _ => {
                 return Err(
-                    "set both VAULT_CLIENT_CERT and VAULT_CLIENT_KEY, or neither".to_owned()
+                    "set both VAULT_CLIENT_CERT and VAULT_CLIENT_KEY, or neither".to_owned(),
                 );
             }
         },
@@ -579,8 +584,10 @@ mod tests {
     use super::*;
 
     fn builder() -> VaultSourceBuilder {
-        VaultSource::builder("secret", "megallm")
-            .environment(Environment::from_pairs([("VAULT_ADDR", "http://127.0.0.1:1")]))
+        VaultSource::builder("secret", "megallm").environment(Environment::from_pairs([(
+            "VAULT_ADDR",
+            "http://127.0.0.1:1",
+        )]))
     }
 
     #[test]
@@ -588,7 +595,10 @@ mod tests {
         let source = builder().build().unwrap();
         assert_eq!(source.label(), "vault:secret/megallm#api_key");
         let source = VaultSource::builder("secret", "/v1/secret/data/megallm")
-            .environment(Environment::from_pairs([("VAULT_ADDR", "http://127.0.0.1:1")]))
+            .environment(Environment::from_pairs([(
+                "VAULT_ADDR",
+                "http://127.0.0.1:1",
+            )]))
             .field("key")
             .build()
             .unwrap();
@@ -618,9 +628,18 @@ mod tests {
 
     #[test]
     fn invalid_addresses_are_rejected() {
-        for address in ["vault.example.com", "ftp://vault.example.com", "http://h/?q=1", "::"] {
+        for address in [
+            "vault.example.com",
+            "ftp://vault.example.com",
+            "http://h/?q=1",
+            "::",
+        ] {
             let error = builder().address(address).build().unwrap_err();
-            assert_eq!(error.kind(), crate::SourceErrorKind::Misconfigured, "{address}");
+            assert_eq!(
+                error.kind(),
+                crate::SourceErrorKind::Misconfigured,
+                "{address}"
+            );
         }
     }
 
@@ -654,7 +673,10 @@ mod tests {
 
     #[test]
     fn missing_ca_file_is_misconfigured() {
-        let error = builder().ca_file("/nonexistent/ca.pem").build().unwrap_err();
+        let error = builder()
+            .ca_file("/nonexistent/ca.pem")
+            .build()
+            .unwrap_err();
         assert!(error.message().contains("/nonexistent/ca.pem"), "{error}");
     }
 

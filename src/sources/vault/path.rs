@@ -37,7 +37,10 @@ pub(crate) fn normalise(
     let mut implied_version = None;
 
     if let Some(api_path) = rest.strip_prefix("v1/") {
-        let Some(inside) = api_path.strip_prefix(mount).and_then(|p| p.strip_prefix('/')) else {
+        let Some(inside) = api_path
+            .strip_prefix(mount)
+            .and_then(|p| p.strip_prefix('/'))
+        else {
             return Err(format!(
                 "the path {original:?} is an API URL for another mount than {mount:?}; set \
                  mount to the first segment after /v1/ and path to the rest"
@@ -129,7 +132,10 @@ mod tests {
 
     #[test]
     fn nested_path_is_kept() {
-        assert_eq!(ok("secret", "team/prod/megallm", None).path, "team/prod/megallm");
+        assert_eq!(
+            ok("secret", "team/prod/megallm", None).path,
+            "team/prod/megallm"
+        );
     }
 
     #[test]
@@ -201,8 +207,13 @@ mod tests {
 
     #[test]
     fn bad_paths_are_rejected() {
-        for path in ["", "/", "a//b", "a/../b", "./a", "a?b", "a#b", "a%2fb", "a\nb"] {
-            assert!(normalise("secret", path, None).is_err(), "accepted {path:?}");
+        for path in [
+            "", "/", "a//b", "a/../b", "./a", "a?b", "a#b", "a%2fb", "a\nb",
+        ] {
+            assert!(
+                normalise("secret", path, None).is_err(),
+                "accepted {path:?}"
+            );
         }
     }
 

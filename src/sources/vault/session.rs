@@ -39,7 +39,8 @@ impl Session {
         }
     }
 
-    /// The client for login, token lookup and renewal: the token lives in the login namespace.
+    /// Returns the client for login, token lookup and renewal, because the token belongs to the
+    /// login namespace.
     fn login_client(&self) -> &Client {
         self.login_client.as_ref().unwrap_or(&self.kv_client)
     }
@@ -56,7 +57,7 @@ impl Session {
 /// The current token and when to renew it.
 struct TokenState {
     value: Zeroizing<String>,
-    /// Where a static token came from, such as `environment variable VAULT_TOKEN`.
+    /// Origin of a static token, such as `environment variable VAULT_TOKEN`.
     origin: String,
     renewable: bool,
     /// TTL when the token was issued, to notice a renewal capped by the max TTL.
@@ -70,9 +71,9 @@ struct Fetched {
     version: Option<u64>,
 }
 
-/// Why a read gave no key.
+/// Failure of a read.
 enum ReadError {
-    /// Vault answered 403; the token may have expired, or the policy does not allow the read.
+    /// Vault responded 403, because the token expired or the policy does not allow the read.
     Forbidden,
     /// Any other failure, already classified.
     Failed(SourceError),
@@ -92,7 +93,10 @@ fn renewal_point(ttl: Duration) -> Instant {
 impl VaultSource {
     /// Resolves the key: gets or renews the token, reads the secret, and after a 403 with a
     /// token that was not just obtained, gets a new token once and reads again.
-    pub(super) async fn resolve_with(&self, session: &mut Session) -> Result<Resolved, SourceError> {
+    pub(super) async fn resolve_with(
+        &self,
+        session: &mut Session,
+    ) -> Result<Resolved, SourceError> {
         let fresh = self.prepare_token(session).await?;
 
         match self.read_secret(session).await {
@@ -143,7 +147,7 @@ impl VaultSource {
         let lookup = vaultrs::token::lookup_self(session.login_client().vault()).await;
         let (ttl, renewable) = match lookup {
             Ok(mut info) => {
-                // Security: the lookup answer repeats the token in `id`.
+                // Security: the lookup response repeats the token in `id`.
                 info.id.zeroize();
                 (info.ttl, info.renewable.unwrap_or(false))
             }
@@ -162,7 +166,9 @@ impl VaultSource {
         };
 
         let ttl = (ttl > 0).then(|| Duration::from_secs(ttl));
-        let state = session.token.as_mut().expect("token was installed above");
+        let Some(state) = session.token.as_mut() else {
+            return Ok(());
+        };
         state.renewable = renewable;
         state.issued_ttl = ttl;
         state.renew_at = ttl
@@ -185,10 +191,12 @@ impl VaultSource {
         if renewable {
             match vaultrs::token::renew_self(session.login_client().vault(), None).await {
                 Ok(mut info) => {
-                    // Security: the renewal answer repeats the token.
+                    // Security: the renewal response repeats the token.
                     info.client_token.zeroize();
                     let ttl = Duration::from_secs(info.lease_duration);
-                    let state = session.token.as_mut().expect("a token is installed");
+                    let Some(state) = session.token.as_mut() else {
+                        return Ok(false);
+                    };
                     let capped = state.issued_ttl.is_some_and(|issued| ttl < issued / 2);
                     if !(capped && self.auth.is_login()) {
                         state.renew_at = (!ttl.is_zero()).then(|| renewal_point(ttl));
@@ -229,9 +237,9 @@ impl VaultSource {
         Ok(false)
     }
 
-    /// After a 403 with a token that was not just obtained: a login method logs in again; a
-    /// static token is read again from its source and replaced if it changed. Returns whether
-    /// the token was replaced.
+    /// Replaces the token after a 403 with a token that was not just obtained. A login method
+    /// logs in again. A static token is read again from its source and replaced if it changed.
+    /// Returns whether the token was replaced.
     async fn replace_token_after_denial(&self, session: &mut Session) -> Result<bool, SourceError> {
         if self.auth.is_login() {
             tracing::info!(
@@ -322,7 +330,7 @@ impl VaultSource {
     }
 
     /// Logs in with the configured method. Returns the token and the lease (TTL, renewable)
-    /// from the login answer.
+    /// from the login response.
     async fn login(
         &self,
         session: &Session,
@@ -334,8 +342,10 @@ impl VaultSource {
                 role_id,
                 secret_id,
             } => {
-                let secret = self
-                    .read_login_secret(secret_id.read(&self.environment).await, &secret_id.describe())?;
+                let secret = self.read_login_secret(
+                    secret_id.read(&self.environment).await,
+                    &secret_id.describe(),
+                )?;
                 vaultrs::auth::approle::login(client, mount, role_id, &secret).await
             }
             VaultAuth::Kubernetes {
@@ -362,7 +372,12 @@ impl VaultSource {
                 let jwt = self.read_login_secret(jwt, &location)?;
                 vaultrs::auth::oidc::login(client, mount, &jwt, Some(role.clone())).await
             }
-            VaultAuth::Token { .. } => unreachable!("a static token does not log in"),
+            VaultAuth::Token { .. } => {
+                return Err(SourceError::misconfigured(
+                    &self.label,
+                    "a static Vault token cannot log in; this is a bug in megallm-auth",
+                ));
+            }
         };
 
         match result {
@@ -543,7 +558,7 @@ impl VaultSource {
         Ok(Some(version))
     }
 
-    /// Tries KV v2, then KV v1, and remembers the version that answered.
+    /// Tries KV v2, then KV v1, and remembers the version that returned the secret.
     async fn probe_versions(&self, session: &mut Session) -> Result<Resolved, ReadError> {
         let v2 = self.fetch(session, KvVersion::V2).await;
         let v2_failure = match v2 {
@@ -590,7 +605,12 @@ impl VaultSource {
     }
 
     /// Classifies a 404: no mount, a KV version mismatch, or no secret.
-    async fn not_found(&self, session: &Session, version: KvVersion, failure: &Failure) -> SourceError {
+    async fn not_found(
+        &self,
+        session: &Session,
+        version: KvVersion,
+        failure: &Failure,
+    ) -> SourceError {
         if matches!(failure, Failure::Status { no_route: true, .. }) {
             return self.missing(self.no_mount_message());
         }
@@ -616,7 +636,7 @@ impl VaultSource {
             ""
         };
         self.missing(format!(
-            "no secret at {} in {}{deleted}; write it with `bao kv put -mount={} {} {}=...`",
+            "no secret at {}{deleted} in {}; write it with `bao kv put -mount={} {} {}=...`",
             version.api_path(&self.mount, &self.path),
             self.location(),
             self.mount,
@@ -635,7 +655,8 @@ impl VaultSource {
         )
     }
 
-    /// A missing secret: not found, or misconfigured when the source is required.
+    /// Builds the error for a missing secret: not found, or misconfigured when the source is
+    /// required.
     fn missing(&self, message: String) -> SourceError {
         if self.required {
             SourceError::new(
@@ -649,7 +670,11 @@ impl VaultSource {
     }
 
     fn request_error(&self, failure: &Failure, action: &str) -> SourceError {
-        let message = format!("{action} failed at {}: {}", self.location(), failure.describe());
+        let message = format!(
+            "{action} failed at {}: {}",
+            self.location(),
+            failure.describe()
+        );
         if failure.is_transient() {
             SourceError::unavailable(&self.label, message)
         } else {
@@ -727,10 +752,16 @@ fn take_field(data: &mut Value, field: &str) -> Result<Zeroizing<String>, String
                 Value::String(_) => "a string",
             };
             wipe(&mut other);
-            Err(format!("the secret's field {field:?} is {kind}; it must be a string"))
+            Err(format!(
+                "the secret's field {field:?} is {kind}; it must be a string"
+            ))
         }
         None => {
-            let mut names = map.keys().take(20).map(|name| format!("{name:?}")).collect::<Vec<_>>();
+            let mut names = map
+                .keys()
+                .take(20)
+                .map(|name| format!("{name:?}"))
+                .collect::<Vec<_>>();
             names.sort();
             let present = if names.is_empty() {
                 "the secret has no fields".to_owned()

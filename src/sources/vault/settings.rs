@@ -39,7 +39,7 @@ pub struct VaultSettings {
     pub mount: String,
     /// Path of the secret inside the mount, such as `megallm`.
     pub path: String,
-    /// Field of the secret that holds the key. Default: `api_key`.
+    /// Field of the secret that contains the key. Default: `api_key`.
     #[serde(default = "default_field")]
     pub field: String,
     /// KV version, 1 or 2. Default: detected.
@@ -69,7 +69,7 @@ pub struct VaultSettings {
     /// Makes a missing secret an error that stops the chain. Default: false.
     #[serde(default)]
     pub required: bool,
-    /// How the source authenticates. Default: a token from `VAULT_TOKEN` or `~/.vault-token`.
+    /// Auth method. Default: a token from `VAULT_TOKEN` or `~/.vault-token`.
     #[serde(default)]
     pub auth: VaultAuthSettings,
 }
@@ -212,7 +212,9 @@ fn deserialize_kv_version<'de, D: Deserializer<'de>>(
 }
 
 /// Accepts a whole number of seconds as a number or a string.
-fn deserialize_seconds<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+fn deserialize_seconds<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<u64>, D::Error> {
     struct SecondsVisitor;
 
     impl Visitor<'_> for SecondsVisitor {
@@ -315,9 +317,11 @@ fn auth_from_settings(settings: &VaultAuthSettings) -> Result<VaultAuth, String>
             token,
         } => {
             if token.is_some() {
-                return Err("auth.token is not allowed in settings, because config files are \
+                return Err(
+                    "auth.token is not allowed in settings, because config files are \
                             often shared; set token_file or token_env instead"
-                    .to_owned());
+                        .to_owned(),
+                );
             }
             match (token_file, token_env) {
                 (Some(_), Some(_)) => Err("set auth.token_file or auth.token_env, not both".into()),
@@ -334,9 +338,11 @@ fn auth_from_settings(settings: &VaultAuthSettings) -> Result<VaultAuth, String>
             secret_id,
         } => {
             if secret_id.is_some() {
-                return Err("auth.secret_id is not allowed in settings, because config files \
+                return Err(
+                    "auth.secret_id is not allowed in settings, because config files \
                             are often shared; set secret_id_file or secret_id_env instead"
-                    .to_owned());
+                        .to_owned(),
+                );
             }
             if role_id.trim().is_empty() {
                 return Err("auth.role_id is empty; set the AppRole role id".to_owned());
@@ -348,8 +354,9 @@ fn auth_from_settings(settings: &VaultAuthSettings) -> Result<VaultAuth, String>
                     return Err("set auth.secret_id_file or auth.secret_id_env, not both".into());
                 }
                 (None, None) => {
-                    return Err("AppRole login needs auth.secret_id_file or auth.secret_id_env"
-                        .to_owned());
+                    return Err(
+                        "AppRole login needs auth.secret_id_file or auth.secret_id_env".to_owned(),
+                    );
                 }
             };
             let auth = VaultAuth::approle(role_id.trim(), secret);
@@ -362,9 +369,11 @@ fn auth_from_settings(settings: &VaultAuthSettings) -> Result<VaultAuth, String>
             jwt,
         } => {
             if jwt.is_some() {
-                return Err("auth.jwt is not allowed in settings; set token_file to the \
+                return Err(
+                    "auth.jwt is not allowed in settings; set token_file to the \
                             service-account token file"
-                    .to_owned());
+                        .to_owned(),
+                );
             }
             let mut auth = VaultAuth::kubernetes(non_empty_role(role)?);
             if let Some(path) = token_file {
@@ -379,9 +388,11 @@ fn auth_from_settings(settings: &VaultAuthSettings) -> Result<VaultAuth, String>
             jwt,
         } => {
             if jwt.is_some() {
-                return Err("auth.jwt is not allowed in settings; set token_file to the file \
+                return Err(
+                    "auth.jwt is not allowed in settings; set token_file to the file \
                             that holds the JWT"
-                    .to_owned());
+                        .to_owned(),
+                );
             }
             let auth = VaultAuth::jwt(non_empty_role(role)?, token_file.clone());
             Ok(with_optional_mount(auth, mount))
@@ -410,7 +421,7 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<VaultSettings, String> {
-        // serde_json stands in for the config crate: both drive the same Deserialize impl.
+        // serde_json replaces the config crate here, because both drive the same Deserialize impl.
         serde_json::from_str(text).map_err(|error| error.to_string())
     }
 
@@ -425,7 +436,10 @@ mod tests {
         assert_eq!(settings.field, "api_key");
         assert!(matches!(settings.auth, VaultAuthSettings::Token { .. }));
         let source = VaultSource::from_settings(&settings, &env(), KeyPolicy::Strict).unwrap();
-        assert_eq!(crate::KeySource::label(&source), "vault:secret/megallm#api_key");
+        assert_eq!(
+            crate::KeySource::label(&source),
+            "vault:secret/megallm#api_key"
+        );
     }
 
     #[test]
