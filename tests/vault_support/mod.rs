@@ -67,27 +67,38 @@ impl Admin {
     }
 
     async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut request = self
-            .http
-            .request(method.clone(), format!("{}/v1/{path}", self.address))
-            .header("X-Vault-Token", &self.token);
-        if let Some(namespace) = &self.namespace {
-            request = request.header("X-Vault-Namespace", namespace);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("setup request reaches Vault");
-        let status = response.status();
-        let text = response.text().await.unwrap();
-        assert!(
-            status.is_success(),
-            "setup {method} {path} failed with {status}: {text}"
-        );
-        if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap()
+        // A new KV v2 mount rejects writes with 400 for a moment while it upgrades its storage.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut request = self
+                .http
+                .request(method.clone(), format!("{}/v1/{path}", self.address))
+                .header("X-Vault-Token", &self.token);
+            if let Some(namespace) = &self.namespace {
+                request = request.header("X-Vault-Namespace", namespace);
+            }
+            if let Some(body) = &body {
+                request = request.json(body);
+            }
+            let response = request.send().await.expect("setup request reaches Vault");
+            let status = response.status();
+            let text = response.text().await.unwrap();
+
+            let upgrading = status == reqwest::StatusCode::BAD_REQUEST
+                && text.contains("Upgrading from non-versioned to versioned data");
+            if upgrading && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            assert!(
+                status.is_success(),
+                "setup {method} {path} failed with {status}: {text}"
+            );
+            return if text.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_str(&text).unwrap()
+            };
         }
     }
 
