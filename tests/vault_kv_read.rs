@@ -5,7 +5,7 @@ mod common;
 mod vault_support;
 
 use common::{CANARY, CANARY_ROTATED, capture_logs};
-use megallm_auth::{KeySource, KvVersion, SourceErrorKind, SourceKind, VaultSource};
+use megallm_auth::{KeyPolicy, KeySource, KvVersion, SourceErrorKind, SourceKind, VaultSource};
 use serde_json::json;
 use vault_support::{assert_no_leak, environment, shared_server, unique};
 
@@ -257,4 +257,36 @@ async fn detection_probes_without_sys_mounts() {
     }
     let contents = logs.contents();
     assert!(contents.contains("cannot read sys/mounts"), "{contents}");
+}
+
+#[tokio::test]
+async fn key_policy_applies_to_prefix() {
+    let _logs = capture_logs();
+    let admin = shared_server();
+    let mount = unique("kv2");
+    admin.enable_kv(&mount, 2).await;
+    let unprefixed = "TESTKEY0000000000";
+    admin
+        .write(&mount, 2, "megallm", json!({"api_key": unprefixed}))
+        .await;
+
+    let build = |policy| {
+        VaultSource::builder(&mount, "megallm")
+            .policy(policy)
+            .environment(environment(
+                &admin.address,
+                &[("VAULT_TOKEN", &admin.token)],
+            ))
+            .build()
+            .unwrap()
+    };
+    let strict = build(KeyPolicy::Strict);
+    let error = strict.resolve().await.unwrap_err();
+    let off = build(KeyPolicy::Off);
+    let resolved = off.resolve().await.unwrap();
+
+    assert_eq!(error.kind(), SourceErrorKind::InvalidKey);
+    assert_eq!(resolved.key.expose_secret(), unprefixed);
+    assert_no_leak(Some(&error), &strict, &[&admin.token]);
+    assert_no_leak(None, &off, &[&admin.token]);
 }

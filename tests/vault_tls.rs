@@ -134,3 +134,53 @@ async fn non_pem_ca_file_is_misconfigured() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn client_cert_is_loaded() {
+    let _logs = capture_logs();
+    let (server, cert_dir, mount) = tls_server().await;
+    let admin = &server.admin;
+
+    // The dev server does not require client certificates, so this checks that the PEM pair
+    // loads and the handshake still succeeds with it.
+    let source = VaultSource::builder(&mount, "megallm")
+        .ca_file(cert_dir.path().join("vault-ca.pem"))
+        .client_cert(
+            cert_dir.path().join("vault-cert.pem"),
+            cert_dir.path().join("vault-key.pem"),
+        )
+        .environment(environment(
+            &admin.address,
+            &[("VAULT_TOKEN", &admin.token)],
+        ))
+        .build()
+        .unwrap();
+    let resolved = source.resolve().await.unwrap();
+
+    assert_eq!(resolved.key.expose_secret(), CANARY);
+    assert_no_leak(None, &source, &[&admin.token]);
+}
+
+#[test]
+fn non_pem_client_key_is_misconfigured() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::write(&cert, "not a certificate").unwrap();
+    std::fs::write(&key, "not a key").unwrap();
+
+    let error = VaultSource::builder("secret", "megallm")
+        .client_cert(&cert, &key)
+        .environment(environment("https://127.0.0.1:1", &[]))
+        .build()
+        .unwrap_err();
+
+    assert_eq!(error.kind(), SourceErrorKind::Misconfigured);
+    assert!(
+        error
+            .message()
+            .contains("not a PEM certificate and private key"),
+        "{error}"
+    );
+    assert!(!error.to_string().contains("not a key"), "{error}");
+}

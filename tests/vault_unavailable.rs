@@ -117,3 +117,31 @@ async fn silent_server_times_out() {
     assert!(error.message().contains("timed out"), "{error}");
     assert_no_leak(Some(&error), &source, &[token]);
 }
+
+#[cfg(feature = "testing")]
+#[tokio::test]
+async fn server_error_is_unavailable() {
+    let _logs = capture_logs();
+    // A loopback server shaped like Vault that fails every request with 500.
+    let app = axum::Router::new().fallback(|| async {
+        (
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            axum::Json(json!({"errors": ["internal error"]})),
+        )
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let token = "s.TESTTOKENNEVERSENTANYWHERE";
+
+    let source = VaultSource::builder("secret", "megallm")
+        .environment(environment(&address, &[("VAULT_TOKEN", token)]))
+        .build()
+        .unwrap();
+    let error = source.resolve().await.unwrap_err();
+    server.abort();
+
+    assert_eq!(error.kind(), SourceErrorKind::Unavailable);
+    assert!(error.message().contains("HTTP 500"), "{error}");
+    assert_no_leak(Some(&error), &source, &[token]);
+}
