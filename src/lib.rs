@@ -110,6 +110,8 @@ pub use sources::SecretFileSource;
 pub use sources::aws::{
     AwsSecretsManagerSettings, AwsSecretsManagerSource, AwsSecretsManagerSourceBuilder,
 };
+#[cfg(feature = "vault")]
+pub use sources::vault::{KvVersion, SecretRef, VaultAuth, VaultSettings, VaultSource};
 #[cfg(feature = "dotenv")]
 pub use sources::{DotenvFile, DotenvSource};
 #[cfg(feature = "env")]

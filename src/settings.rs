@@ -130,6 +130,9 @@ pub enum SourceSettings {
     /// AWS Secrets Manager (`type = "aws_secrets_manager"`, feature `aws`).
     #[cfg(feature = "aws")]
     AwsSecretsManager(crate::sources::aws::AwsSecretsManagerSettings),
+    /// HashiCorp Vault or OpenBao (`type = "vault"`, feature `vault`).
+    #[cfg(feature = "vault")]
+    Vault(crate::sources::vault::VaultSettings),
     /// A secret file such as a Docker or Kubernetes secret (`type = "secret_file"`).
     SecretFile {
         /// Path of the file.
@@ -447,6 +450,11 @@ impl Settings {
             #[cfg(feature = "aws")]
             SourceSettings::AwsSecretsManager(aws) => Some(Box::new(
                 crate::sources::aws::AwsSecretsManagerSource::from_settings(aws, policy)
+                    .map_err(source_error)?,
+            )),
+            #[cfg(feature = "vault")]
+            SourceSettings::Vault(vault) => Some(Box::new(
+                crate::sources::vault::VaultSource::from_settings(vault, environment, policy)
                     .map_err(source_error)?,
             )),
             #[allow(unreachable_patterns)]
@@ -889,6 +897,8 @@ fn deserialize_source(
                 var: fields.var,
             }
         }
+        #[cfg(feature = "vault")]
+        "vault" => SourceSettings::Vault(serde_path_to_error::deserialize(rest)?),
         #[cfg(feature = "aws")]
         "aws_secrets_manager" => {
             SourceSettings::AwsSecretsManager(serde_path_to_error::deserialize(rest)?)

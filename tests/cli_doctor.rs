@@ -1,6 +1,8 @@
 //! `megallm-auth doctor`, run as a real process in a temporary working directory.
 
 mod common;
+#[cfg(feature = "vault")]
+mod vault_support;
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -344,4 +346,107 @@ fn doctor_explains_missing_aws_secret() {
         text.contains("1. aws-sm:megallm-test/does-not-exist -> failed (misconfigured)"),
         "{text}"
     );
+}
+
+#[cfg(feature = "vault")]
+#[tokio::test]
+async fn doctor_resolves_vault_secret() {
+    let admin = vault_support::shared_server();
+    let mount = vault_support::unique("doctor");
+    admin.enable_kv(&mount, 2).await;
+    let version = admin
+        .write(&mount, 2, "megallm", serde_json::json!({"api_key": CANARY}))
+        .await
+        .expect("KV v2 returns a version");
+    admin
+        .policy(
+            &mount,
+            &format!("path \"{mount}/data/megallm\" {{ capabilities = [\"read\"] }}"),
+        )
+        .await;
+    let token = admin.token(&[&mount], "10m", true).await;
+
+    let directory = tempfile::tempdir().unwrap();
+    let token_file = directory.path().join("vault-token");
+    std::fs::write(&token_file, &token).unwrap();
+    let config = directory.path().join("megallm.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[megallm.sources]]\ntype = \"vault\"\naddress = \"{}\"\nmount = \"{mount}\"\npath = \"megallm\"\nkv_version = 2\n",
+            admin.address
+        ),
+    )
+    .unwrap();
+
+    // The token file comes in through a nested environment override of the auth table.
+    let output = doctor(
+        directory.path(),
+        &[
+            ("MEGALLM__SOURCES__0__AUTH__METHOD", "token"),
+            (
+                "MEGALLM__SOURCES__0__AUTH__TOKEN_FILE",
+                token_file.to_str().unwrap(),
+            ),
+        ],
+        &[],
+    );
+
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let text = stdout(&output);
+    let label = format!("vault:{mount}/megallm#api_key");
+    assert!(text.contains(&format!("1. {label} -> found")), "{text}");
+    assert!(
+        text.contains(&format!(
+            "key: {} from {label} (version {version})",
+            fingerprint(CANARY)
+        )),
+        "{text}"
+    );
+    assert!(!text.contains(&token), "doctor printed the Vault token");
+    assert!(
+        !stderr(&output).contains(&token),
+        "doctor logged the Vault token"
+    );
+}
+
+#[cfg(feature = "vault")]
+#[tokio::test]
+async fn doctor_explains_vault_denied() {
+    let admin = vault_support::shared_server();
+    let mount = vault_support::unique("doctor-denied");
+    admin.enable_kv(&mount, 2).await;
+    let token = admin.token(&["default"], "10m", true).await;
+
+    let directory = tempfile::tempdir().unwrap();
+    let config = directory.path().join("megallm.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[megallm.sources]]\ntype = \"vault\"\naddress = \"{}\"\nmount = \"{mount}\"\npath = \"megallm\"\nkv_version = 2\nauth = {{ method = \"token\", token_env = \"SERVICE_VAULT_TOKEN\" }}\n",
+            admin.address
+        ),
+    )
+    .unwrap();
+
+    let output = doctor(
+        directory.path(),
+        &[("SERVICE_VAULT_TOKEN", token.as_str())],
+        &[],
+    );
+
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(
+        text.contains(&format!(
+            "1. vault:{mount}/megallm#api_key -> failed (denied)"
+        )),
+        "{text}"
+    );
+    assert!(
+        stderr(&output).contains(&format!("{mount}/data/megallm")),
+        "{}",
+        stderr(&output)
+    );
+    assert!(!text.contains(&token) && !stderr(&output).contains(&token));
 }

@@ -17,6 +17,9 @@ mod env;
 mod read;
 #[cfg(feature = "secret-file")]
 mod secret_file;
+#[cfg(feature = "vault")]
+#[cfg_attr(docsrs, doc(cfg(feature = "vault")))]
+pub mod vault;
 
 #[cfg(feature = "dotenv")]
 pub use dotenv::{DotenvFile, DotenvSource};
