@@ -6,9 +6,12 @@ mod chain;
 mod environment;
 mod error;
 mod headers;
+pub mod http;
 mod key;
+mod provider;
 mod source;
 pub mod sources;
+mod watch;
 
 pub use chain::{Attempt, ChainError, KeyChain, Outcome, Resolution, ResolutionReport, Winner};
 pub use environment::{Environment, NotUnicode};
@@ -19,3 +22,8 @@ pub use headers::{
 };
 pub use key::{ApiKey, Fingerprint, InvalidKey, KEY_PREFIX, KeyPolicy, KeyProblem};
 pub use source::{KeySource, Resolved, SourceError, SourceErrorKind, SourceKind, StaticSource};
+pub use provider::{
+    DEFAULT_FILE_REFRESH, DEFAULT_LOCAL_REFRESH, DEFAULT_REMOTE_REFRESH, DEFAULT_RETRY_DELAY,
+    DEFAULT_STALE_GRACE, KeyProvider, KeyProviderBuilder, KeySnapshot, RefreshError,
+};
+pub use watch::WatchMode;
