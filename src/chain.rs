@@ -11,7 +11,7 @@ use crate::source::{KeySource, Resolved, SourceError, SourceErrorKind, SourceKin
 
 /// An ordered list of key sources. The first source that has the key wins.
 ///
-/// A source that answers "not found" passes to the next one. Any other failure (a malformed
+/// A source that returns "not found" passes to the next one. Any other failure (a malformed
 /// key, denied access, an unreachable backend, a configuration error) stops the chain, because
 /// silently falling back to another key hides a broken setup.
 #[derive(Debug, Default)]
@@ -138,11 +138,11 @@ pub struct Resolution {
     pub report: ResolutionReport,
 }
 
-/// What happened at each source during one resolution. It holds labels, outcomes, reasons,
+/// Record of each source's attempt during one resolution. It contains labels, outcomes, reasons,
 /// timings and the winner's fingerprint, never a key, so it is safe to print and to log.
 #[derive(Clone, Debug, Serialize)]
 pub struct ResolutionReport {
-    /// Which configuration layer chose the sources, when they came from settings.
+    /// Configuration layer that chose the sources, when they came from settings.
     pub configured_by: Option<String>,
     /// One entry per source tried, in order.
     pub attempts: Vec<Attempt>,
@@ -254,7 +254,7 @@ impl ChainError {
         &self.report
     }
 
-    /// Returns the hard failure that stopped the chain, or `None` when every source answered
+    /// Returns the hard failure that stopped the chain, or `None` when every source returned
     /// "not found".
     pub fn failure(&self) -> Option<&SourceError> {
         self.failure.as_ref()

@@ -26,12 +26,12 @@ pub struct NotUnicode {
 }
 
 impl Environment {
-    /// The process environment, read at each lookup.
+    /// Returns the process environment, read at each lookup.
     pub fn process() -> Environment {
         Environment { map: None }
     }
 
-    /// A fixed set of variables; the process environment is not consulted.
+    /// Creates a fixed set of variables. The process environment is not consulted.
     pub fn from_pairs<I, K, V>(pairs: I) -> Environment
     where
         I: IntoIterator<Item = (K, V)>,
@@ -60,11 +60,12 @@ impl Environment {
                 None => Ok(None),
                 // Security: into_string returns the OsString on failure; it is dropped
                 // unprinted.
-                Some(value) => value.into_string().map(|v| Some(Zeroizing::new(v))).map_err(
-                    |_| NotUnicode {
+                Some(value) => value
+                    .into_string()
+                    .map(|v| Some(Zeroizing::new(v)))
+                    .map_err(|_| NotUnicode {
                         name: name.to_owned(),
-                    },
-                ),
+                    }),
             },
         }
     }

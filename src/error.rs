@@ -5,6 +5,7 @@ use crate::headers::HeaderError;
 use crate::http::{ClientError, GatewayError};
 use crate::key::InvalidKey;
 use crate::provider::RefreshError;
+use crate::settings::SettingsError;
 use crate::source::SourceErrorKind;
 
 /// What the caller does next, for any error of this crate.
@@ -47,6 +48,9 @@ pub enum Error {
     /// A key failed the shape check.
     #[error(transparent)]
     InvalidKey(#[from] InvalidKey),
+    /// The settings could not be loaded.
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
     /// A header could not be built.
     #[error(transparent)]
     Header(#[from] HeaderError),
@@ -67,6 +71,7 @@ impl Error {
         match self {
             Error::Resolve(error) => error.kind().into(),
             Error::InvalidKey(_) => ErrorKind::InvalidKey,
+            Error::Settings(_) => ErrorKind::Misconfigured,
             Error::Header(_) => ErrorKind::InvalidKey,
             Error::Refresh(error) => error.kind().into(),
             Error::Gateway(_) => ErrorKind::Gateway,

@@ -14,12 +14,12 @@ use crate::key::{ApiKey, Fingerprint};
 pub const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 /// `anthropic-version`, required by the Anthropic-compatible API.
 pub const ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
-/// `x-debug-auth`, which asks the gateway for authentication debugging.
+/// `x-debug-auth`, which requests authentication debugging from the gateway.
 pub const X_DEBUG_AUTH: HeaderName = HeaderName::from_static("x-debug-auth");
 /// The `anthropic-version` sent unless configured otherwise.
 pub const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
 
-/// Which of MegaLLM's APIs a request goes to.
+/// MegaLLM API that a request targets.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ApiStyle {
@@ -143,16 +143,15 @@ impl AuthHeaders {
             return Err(HeaderError::Empty { header: HEADER });
         }
         check_bytes(version.as_bytes(), HEADER)?;
-        self.anthropic_version = HeaderValue::from_str(version).map_err(|_| {
-            HeaderError::ForbiddenByte {
+        self.anthropic_version =
+            HeaderValue::from_str(version).map_err(|_| HeaderError::ForbiddenByte {
                 header: HEADER,
                 position: 0,
-            }
-        })?;
+            })?;
         Ok(self)
     }
 
-    /// Sends `X-Debug-Auth: true`, which asks the gateway for authentication debugging.
+    /// Sends `X-Debug-Auth: true`, which requests authentication debugging from the gateway.
     #[must_use]
     pub fn with_debug_auth(mut self, enabled: bool) -> AuthHeaders {
         self.debug_auth = enabled;
@@ -197,13 +196,21 @@ impl AuthHeaders {
         headers
     }
 
-    /// Applies the headers to a reqwest request.
+    /// Applies the headers to a reqwest request, removing any credential header it already
+    /// carries as [`AuthHeaders::apply`] does.
     ///
-    /// The request builder has no way to remove a header, so build the request first when it
-    /// may already carry a credential header: call [`AuthHeaders::apply`] on
+    /// NOTE: a builder whose body is a stream cannot be taken apart and rebuilt, so for it the
+    /// headers are only added, and a credential header of the other style set earlier stays.
+    /// For such a request, build it and call [`AuthHeaders::apply`] on
     /// `request.headers_mut()`.
     #[cfg(feature = "reqwest")]
     pub fn apply_to_request(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        // try_clone returns None for a stream body and for a builder that already failed, and
+        // the original builder is kept for those so that its error still reaches send().
+        if let Some((client, Ok(mut built))) = request.try_clone().map(|copy| copy.build_split()) {
+            self.apply(built.headers_mut());
+            return reqwest::RequestBuilder::from_parts(client, built);
+        }
         request.headers(self.to_header_map())
     }
 }
@@ -242,11 +249,12 @@ fn credential_value(secret: &[u8], style: ApiStyle) -> Result<HeaderValue, Heade
     // Security: from_maybe_shared keeps this Bytes as the value's storage without copying, so
     // the only copy of the header bytes is the zeroizing buffer, wiped when the last clone of
     // the HeaderValue drops.
-    let mut value = HeaderValue::from_maybe_shared(Bytes::from_owner(buffer))
-        .map_err(|_| HeaderError::ForbiddenByte {
+    let mut value = HeaderValue::from_maybe_shared(Bytes::from_owner(buffer)).map_err(|_| {
+        HeaderError::ForbiddenByte {
             header,
             position: 0,
-        })?;
+        }
+    })?;
     value.set_sensitive(true);
     Ok(value)
 }

@@ -24,7 +24,7 @@ const FOREIGN_PREFIXES: &[(&str, &str)] = &[
     ("AIza", "Google"),
 ];
 
-/// How strictly the `sk-mega-` prefix is enforced.
+/// Policy for keys that lack the `sk-mega-` prefix.
 ///
 /// Every other shape rule (no inner whitespace, no control characters, no quotes, no `Bearer `
 /// prefix, no other vendor's key) applies under every policy.
@@ -40,7 +40,7 @@ pub enum KeyPolicy {
     Off,
 }
 
-/// What is wrong with a key's shape. The variants never carry any character of the key.
+/// Problem with a key's shape. The variants never carry any character of the key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum KeyProblem {
@@ -125,13 +125,22 @@ impl fmt::Display for KeyProblem {
                 write!(f, "the key contains whitespace at character {position}")
             }
             KeyProblem::ControlCharacter { position } => {
-                write!(f, "the key contains a control character at character {position}")
+                write!(
+                    f,
+                    "the key contains a control character at character {position}"
+                )
             }
             KeyProblem::StrayQuote { position } => {
-                write!(f, "the key contains a stray quote character at character {position}")
+                write!(
+                    f,
+                    "the key contains a stray quote character at character {position}"
+                )
             }
             KeyProblem::NonAscii { position } => {
-                write!(f, "the key contains a non-ASCII character at character {position}")
+                write!(
+                    f,
+                    "the key contains a non-ASCII character at character {position}"
+                )
             }
             KeyProblem::ForeignKey { vendor } => {
                 write!(f, "the key looks like a {vendor} key, not a MegaLLM key")
@@ -148,7 +157,7 @@ impl fmt::Display for KeyProblem {
 pub struct InvalidKey {
     /// Label of the source the key came from, such as `env:MEGALLM_API_KEY`.
     pub source_label: String,
-    /// What is wrong.
+    /// The problem found.
     pub problem: KeyProblem,
 }
 
@@ -421,7 +430,9 @@ mod tests {
         );
         assert_eq!(
             problem("sk-ant-TESTKEY0000000000"),
-            KeyProblem::ForeignKey { vendor: "Anthropic" }
+            KeyProblem::ForeignKey {
+                vendor: "Anthropic"
+            }
         );
         assert_eq!(problem("TESTKEY0000000000"), KeyProblem::MissingPrefix);
         assert_eq!(problem("sk-mega-"), KeyProblem::PrefixOnly);

@@ -12,7 +12,7 @@ use crate::key::{ApiKey, InvalidKey};
 
 /// A place a MegaLLM API key can come from.
 ///
-/// The trait is object safe: a [`KeyChain`](crate::KeyChain) holds `Box<dyn KeySource>`.
+/// The trait is object safe: a [`KeyChain`](crate::KeyChain) stores `Box<dyn KeySource>`.
 ///
 /// # Implementing a source
 ///
@@ -174,7 +174,7 @@ impl fmt::Display for SourceErrorKind {
     }
 }
 
-/// Why a source gave no key. The message names the source's location (variable, path, secret
+/// Failure of a source to return a key. The message names the source's location (variable, path, secret
 /// id), never a key, token or response body.
 #[derive(Debug)]
 pub struct SourceError {
