@@ -13,9 +13,11 @@ use http::HeaderMap;
 use tokio::time::Instant;
 
 use crate::chain::{ChainError, KeyChain, Outcome};
+use crate::environment::Environment;
 use crate::error::Error;
 use crate::headers::{ApiStyle, AuthHeaders, DEFAULT_ANTHROPIC_VERSION, HeaderError};
 use crate::key::{ApiKey, Fingerprint};
+use crate::settings::Settings;
 use crate::source::{Resolved, SourceErrorKind, SourceKind};
 use crate::watch::{WatchHandle, WatchMode};
 
@@ -443,6 +445,23 @@ impl KeyProvider {
                 watch: WatchMode::Auto,
             },
         }
+    }
+
+    /// Starts building a provider from `settings`: their key chain (sources read
+    /// `environment`), API style, `debug_auth` and `anthropic_version`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Settings`] when a source's settings are invalid.
+    pub fn builder_from_settings(
+        settings: &Settings,
+        environment: &Environment,
+    ) -> Result<KeyProviderBuilder, Error> {
+        let chain = settings.key_chain(environment)?;
+        Ok(KeyProvider::builder(chain)
+            .style(settings.api_style)
+            .debug_auth(settings.debug_auth)
+            .anthropic_version(settings.anthropic_version.clone()))
     }
 
     /// Returns the API style of the headers.

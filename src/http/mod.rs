@@ -227,6 +227,7 @@ pub fn is_loopback_host(host: &str) -> bool {
 }
 
 /// Scheme, host and port of a URI, compared to decide whether credentials may be sent.
+#[cfg_attr(not(any(feature = "reqwest", feature = "tower")), allow(dead_code))]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Origin {
     scheme: String,

@@ -34,9 +34,11 @@ use reqwest_middleware::{ClientWithMiddleware, Middleware, Next, RequestBuilder}
 
 use super::retry::{RetryPolicy, retry_after_of};
 use super::{GatewayError, Origin, check_base_url};
+use crate::environment::Environment;
 use crate::error::Error;
 use crate::headers::{ANTHROPIC_VERSION, X_API_KEY, X_DEBUG_AUTH};
 use crate::provider::{KeyProvider, KeySnapshot};
+use crate::settings::Settings;
 
 /// Default number of redirects followed for one request.
 pub const DEFAULT_MAX_REDIRECTS: usize = 10;
@@ -303,6 +305,25 @@ impl MegaLlmClient {
             policy: RetryPolicy::default(),
             max_redirects: DEFAULT_MAX_REDIRECTS,
         }
+    }
+
+    /// Builds a client from `settings`: their key chain (sources read `environment`), API
+    /// style, `debug_auth`, `anthropic_version`, base URL and timeouts.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Settings`] for invalid source settings, and the errors of
+    /// [`MegaLlmClientBuilder::build`].
+    pub fn from_settings(
+        settings: &Settings,
+        environment: &Environment,
+    ) -> Result<MegaLlmClient, Error> {
+        let provider = KeyProvider::builder_from_settings(settings, environment)?.build()?;
+        MegaLlmClient::builder(provider)
+            .base_url(settings.base_url())
+            .timeout(settings.timeout())
+            .connect_timeout(settings.connect_timeout())
+            .build()
     }
 
     /// Returns the client with the middleware, for requests to any path.
