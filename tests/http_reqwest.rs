@@ -22,7 +22,7 @@ fn fingerprint(key: &str) -> Fingerprint {
     Fingerprint::of(key.as_bytes())
 }
 
-/// A retry policy whose waits are recorded and take no time.
+/// Builds a retry policy whose waits are recorded and take no time.
 fn recording_policy() -> (RetryPolicy, Arc<Mutex<Vec<Duration>>>) {
     let waits = Arc::new(Mutex::new(Vec::new()));
     let recorder = waits.clone();
@@ -302,8 +302,8 @@ async fn cross_origin_redirect_drops_credentials() {
 
         let response = client.get("v1/models").send().await.unwrap();
 
-        // The mock has no /v1/models, so the other server answers 404.
-        assert_eq!(response.status(), 404, "{style}: the other server answered");
+        // The mock has no /v1/models, so the other server returns 404.
+        assert_eq!(response.status(), 404, "{style}: the request reached the other server");
         assert_eq!(gateway.request_count(), 1);
         let arrived = elsewhere.requests();
         assert_eq!(arrived.len(), 1, "{style}: the redirect was followed");

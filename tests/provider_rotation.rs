@@ -72,7 +72,7 @@ async fn kubernetes_swap_rotates_key() {
         .unwrap();
     assert_eq!(provider.current().await.unwrap().fingerprint(), &fingerprint(CANARY));
 
-    // Readers run throughout the swap and record every answer.
+    // A reader runs throughout the swap and records every result.
     let stop = Arc::new(AtomicBool::new(false));
     let reader = {
         let provider = provider.clone();
@@ -92,8 +92,8 @@ async fn kubernetes_swap_rotates_key() {
 
     let seen = reader.await.unwrap();
     assert!(!seen.is_empty());
-    for answer in &seen {
-        let served = answer.as_ref().expect("no error during the swap");
+    for result in &seen {
+        let served = result.as_ref().expect("no error during the swap");
         assert!(
             served == &fingerprint(CANARY) || served == &fingerprint(CANARY_ROTATED),
             "unexpected key {served}"
