@@ -74,6 +74,18 @@ pub enum HeaderError {
         /// Byte position of the first forbidden byte.
         position: usize,
     },
+    /// The credential contains a space or tab, at this byte position. HTTP allows them,
+    /// but servers trim them from the ends of a header value, so the key that arrives would
+    /// differ from the one sent.
+    #[error(
+        "cannot build the {header} header: the key contains whitespace at byte {position}; normalise the key with ApiKey::parse first"
+    )]
+    Whitespace {
+        /// Name of the header.
+        header: &'static str,
+        /// Byte position of the first space or tab.
+        position: usize,
+    },
     /// The value is empty.
     #[error("cannot build the {header} header: the value is empty")]
     Empty {
@@ -119,8 +131,8 @@ impl AuthHeaders {
     ///
     /// # Errors
     ///
-    /// [`HeaderError`] naming the header when the secret is empty or contains a byte that is
-    /// not allowed in a header value.
+    /// [`HeaderError`] naming the header when the secret is empty, or contains a space, a tab
+    /// or a byte that is not allowed in a header value.
     pub fn from_secret(secret: &SecretString, style: ApiStyle) -> Result<AuthHeaders, HeaderError> {
         let credential = credential_value(secret.expose_secret().as_bytes(), style)?;
         Ok(AuthHeaders {
@@ -237,6 +249,12 @@ fn credential_value(secret: &[u8], style: ApiStyle) -> Result<HeaderValue, Heade
         return Err(HeaderError::Empty { header });
     }
     check_bytes(secret, header)?;
+    if let Some(position) = secret
+        .iter()
+        .position(|&byte| byte == b' ' || byte == b'\t')
+    {
+        return Err(HeaderError::Whitespace { header, position });
+    }
 
     let prefix: &[u8] = match style {
         ApiStyle::OpenAi => b"Bearer ",
@@ -353,6 +371,21 @@ mod tests {
             }
         );
         assert!(!error.to_string().contains("TESTKEY"));
+    }
+
+    #[test]
+    fn raw_secret_with_tab_is_typed_error() {
+        let secret = SecretString::from("sk-mega-TESTKEY0000000000\t");
+
+        let error = AuthHeaders::from_secret(&secret, ApiStyle::Anthropic).unwrap_err();
+
+        assert_eq!(
+            error,
+            HeaderError::Whitespace {
+                header: "x-api-key",
+                position: 25
+            }
+        );
     }
 
     #[test]

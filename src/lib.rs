@@ -109,6 +109,10 @@ pub use source::{KeySource, Resolved, SourceError, SourceErrorKind, SourceKind, 
 pub use sources::DEFAULT_MAX_SECRET_FILE_SIZE;
 #[cfg(feature = "secret-file")]
 pub use sources::SecretFileSource;
+#[cfg(feature = "aws")]
+pub use sources::aws::{
+    AwsSecretsManagerSettings, AwsSecretsManagerSource, AwsSecretsManagerSourceBuilder,
+};
 #[cfg(feature = "dotenv")]
 pub use sources::{DotenvFile, DotenvSource};
 #[cfg(feature = "env")]

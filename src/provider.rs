@@ -395,13 +395,12 @@ impl State {
         match self.decide(now, grace) {
             Decision::Serve { snapshot, .. } => Some(Ok(snapshot)),
             Decision::Fail(error) => Some(Err(Error::Refresh(error))),
-            Decision::Resolve => match &self.failure {
-                Some(chain) => Some(Err(Error::Refresh(RefreshError {
+            Decision::Resolve => self.failure.as_ref().map(|chain| {
+                Err(Error::Refresh(RefreshError {
                     chain: chain.clone(),
                     expired: self.expired_key(grace),
-                }))),
-                None => None,
-            },
+                }))
+            }),
         }
     }
 

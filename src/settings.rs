@@ -68,7 +68,10 @@ pub struct Settings {
     #[serde(default = "default_connect_timeout_secs")]
     pub connect_timeout_secs: u64,
     /// Key sources in order. Empty means the default chain.
-    #[serde(default)]
+    ///
+    /// The loader reads each entry by its `type`, so that values from environment overrides,
+    /// which are strings, convert to the entry's numbers and booleans.
+    #[serde(skip)]
     pub sources: Vec<SourceSettings>,
     /// Layer that chose each source, for the resolution report. The loader fills it.
     #[serde(skip)]
@@ -104,39 +107,62 @@ impl Default for Settings {
 }
 
 /// One key source in the `sources` list, selected by its `type` field.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum SourceSettings {
     /// An environment variable (`type = "env"`).
     Env {
         /// Variable name; default `MEGALLM_API_KEY`.
-        #[serde(default = "default_key_var")]
         var: String,
     },
     /// A file named by an environment variable (`type = "env_file"`).
     EnvFile {
         /// Variable name; default `MEGALLM_API_KEY_FILE`.
-        #[serde(default = "default_key_file_var")]
         var: String,
     },
     /// A .env file (`type = "dotenv"`).
     Dotenv {
         /// Path of the file; default `.env`.
-        #[serde(default = "default_dotenv_path")]
         path: PathBuf,
         /// Variable name inside the file; default `MEGALLM_API_KEY`.
-        #[serde(default = "default_key_var")]
         var: String,
     },
+    /// AWS Secrets Manager (`type = "aws_secrets_manager"`, feature `aws`).
+    #[cfg(feature = "aws")]
+    AwsSecretsManager(crate::sources::aws::AwsSecretsManagerSettings),
     /// A secret file such as a Docker or Kubernetes secret (`type = "secret_file"`).
     SecretFile {
         /// Path of the file.
         path: PathBuf,
         /// Maximum file size in bytes.
-        #[serde(default)]
         max_size: Option<u64>,
     },
+}
+
+/// Fields of `type = "env"` and `type = "env_file"`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VarFields {
+    var: Option<String>,
+}
+
+/// Fields of `type = "dotenv"`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DotenvFields {
+    #[serde(default = "default_dotenv_path")]
+    path: PathBuf,
+    #[serde(default = "default_key_var")]
+    var: String,
+}
+
+/// Fields of `type = "secret_file"`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecretFileFields {
+    path: PathBuf,
+    #[serde(default)]
+    max_size: Option<u64>,
 }
 
 fn default_key_var() -> String {
@@ -390,25 +416,25 @@ impl Settings {
             )
         };
 
-        let built: Box<dyn KeySource> = match source {
+        let built: Option<Box<dyn KeySource>> = match source {
             #[cfg(feature = "env")]
-            SourceSettings::Env { var } => Box::new(
+            SourceSettings::Env { var } => Some(Box::new(
                 crate::sources::EnvSource::new(var.clone())
                     .with_environment(environment.clone())
                     .with_policy(policy),
-            ),
+            )),
             #[cfg(feature = "env")]
-            SourceSettings::EnvFile { var } => Box::new(
+            SourceSettings::EnvFile { var } => Some(Box::new(
                 crate::sources::EnvFileSource::new(var.clone())
                     .with_environment(environment.clone())
                     .with_policy(policy),
-            ),
+            )),
             #[cfg(feature = "dotenv")]
-            SourceSettings::Dotenv { path, var } => Box::new(
+            SourceSettings::Dotenv { path, var } => Some(Box::new(
                 crate::sources::DotenvSource::new(path.clone())
                     .with_var(var.clone())
                     .with_policy(policy),
-            ),
+            )),
             #[cfg(feature = "secret-file")]
             SourceSettings::SecretFile { path, max_size } => {
                 let mut file =
@@ -416,19 +442,26 @@ impl Settings {
                 if let Some(max_size) = max_size {
                     file = file.with_max_size(*max_size);
                 }
-                Box::new(file)
+                Some(Box::new(file))
             }
+            #[cfg(feature = "aws")]
+            SourceSettings::AwsSecretsManager(aws) => Some(Box::new(
+                crate::sources::aws::AwsSecretsManagerSource::from_settings(aws, policy)
+                    .map_err(source_error)?,
+            )),
             #[allow(unreachable_patterns)]
             _ => {
                 let _ = (&source_error, environment, policy);
-                return Err(SettingsError::new(
-                    Some(setting.clone()),
-                    origin.clone(),
-                    "this source type is disabled; enable its crate feature",
-                ));
+                None
             }
         };
-        Ok(built)
+        built.ok_or_else(|| {
+            SettingsError::new(
+                Some(setting.clone()),
+                origin.clone(),
+                "this source type is disabled; enable its crate feature",
+            )
+        })
     }
 
     fn validate(&self) -> Result<(), SettingsError> {
@@ -582,7 +615,7 @@ impl EnvOverrides {
             }
 
             match parts.as_slice() {
-                [sources, index, field] if sources == "sources" => {
+                [sources, index, field @ ..] if sources == "sources" && !field.is_empty() => {
                     let index: usize = index.parse().map_err(|_| {
                         SettingsError::new(
                             None,
@@ -594,7 +627,7 @@ impl EnvOverrides {
                         .sources
                         .entry(index)
                         .or_default()
-                        .insert(field.clone(), (var.clone(), value));
+                        .insert(field.join("."), (var.clone(), value));
                 }
                 _ => {
                     let path = format!("{SECTION}.{}", parts.join("."));
@@ -652,16 +685,10 @@ impl EnvOverrides {
                 continue;
             };
             let origin = format!("environment variable {type_var}");
-            let entry: config::Map<String, config::Value> = fields
-                .iter()
-                .map(|(field, (_, value))| {
-                    let value = config::Value::new(
-                        Some(&origin),
-                        config::ValueKind::String(value.to_string()),
-                    );
-                    (field.clone(), value)
-                })
-                .collect();
+            let mut entry = config::Map::new();
+            for (field, (_, value)) in fields {
+                insert_nested(&mut entry, field, value, &origin);
+            }
             while items.len() <= *index {
                 items.push(config::Value::new(None, config::ValueKind::Nil));
             }
@@ -688,6 +715,35 @@ impl EnvOverrides {
         self.sources
             .get(&index)
             .map(|_| format!("environment variables {ENV_PREFIX}SOURCES__{index}__*"))
+    }
+}
+
+/// Inserts `value` at the dotted `path` (such as `auth.method`) into `table`, creating the
+/// tables on the way.
+fn insert_nested(
+    table: &mut config::Map<String, config::Value>,
+    path: &str,
+    value: &str,
+    origin: &str,
+) {
+    let origin = origin.to_owned();
+    match path.split_once('.') {
+        None => {
+            let leaf =
+                config::Value::new(Some(&origin), config::ValueKind::String(value.to_owned()));
+            table.insert(path.to_owned(), leaf);
+        }
+        Some((head, rest)) => {
+            let child = table.entry(head.to_owned()).or_insert_with(|| {
+                config::Value::new(Some(&origin), config::ValueKind::Table(config::Map::new()))
+            });
+            if !matches!(child.kind, config::ValueKind::Table(_)) {
+                child.kind = config::ValueKind::Table(config::Map::new());
+            }
+            if let config::ValueKind::Table(child_table) = &mut child.kind {
+                insert_nested(child_table, rest, value, &origin);
+            }
+        }
     }
 }
 
@@ -768,19 +824,84 @@ fn deserialize_section(
     reject_inline_keys(&value, section, file_origin, overrides)?;
     check_source_types(&value, section, file_origin, overrides)?;
 
-    serde_path_to_error::deserialize::<_, Settings>(value).map_err(|error| {
+    // The sources are read one by one below, by their `type`.
+    let source_items = match &mut value.kind {
+        config::ValueKind::Table(table) => match table.remove("sources").map(|v| v.kind) {
+            Some(config::ValueKind::Array(items)) => items,
+            _ => Vec::new(),
+        },
+        _ => Vec::new(),
+    };
+
+    let describe = |prefix: &str, error: serde_path_to_error::Error<config::ConfigError>| {
         let path = error.path().to_string();
         let setting = if path == "." || path.is_empty() {
-            section.to_owned()
+            prefix.to_owned()
         } else {
-            format!("{section}.{path}")
+            format!("{prefix}.{path}")
         };
         let origin = origin_of(&setting, file_origin, overrides);
         // Security: the inner serde or config message can quote the value; only the path
         // and our own description of the expected value are shown.
         let message = describe_expected(&path, error.inner());
         SettingsError::new(Some(setting), origin, message)
-    })
+    };
+
+    let mut settings: Settings =
+        serde_path_to_error::deserialize(value).map_err(|error| describe(section, error))?;
+    for (index, item) in source_items.into_iter().enumerate() {
+        let prefix = format!("{section}.sources[{index}]");
+        let source = deserialize_source(item).map_err(|error| describe(&prefix, error))?;
+        settings.sources.push(source);
+    }
+    Ok(settings)
+}
+
+/// Reads one `sources` entry by its `type`, which `check_source_types` has validated.
+fn deserialize_source(
+    item: config::Value,
+) -> Result<SourceSettings, serde_path_to_error::Error<config::ConfigError>> {
+    let mut fields = match item.kind {
+        config::ValueKind::Table(fields) => fields,
+        _ => config::Map::new(),
+    };
+    let source_type = fields
+        .remove("type")
+        .and_then(|value| value.into_string().ok())
+        .unwrap_or_default();
+    let rest = config::Value::new(None, config::ValueKind::Table(fields));
+
+    let source = match source_type.as_str() {
+        "env" => SourceSettings::Env {
+            var: serde_path_to_error::deserialize::<_, VarFields>(rest)?
+                .var
+                .unwrap_or_else(default_key_var),
+        },
+        "env_file" => SourceSettings::EnvFile {
+            var: serde_path_to_error::deserialize::<_, VarFields>(rest)?
+                .var
+                .unwrap_or_else(default_key_file_var),
+        },
+        "dotenv" => {
+            let fields: DotenvFields = serde_path_to_error::deserialize(rest)?;
+            SourceSettings::Dotenv {
+                path: fields.path,
+                var: fields.var,
+            }
+        }
+        #[cfg(feature = "aws")]
+        "aws_secrets_manager" => {
+            SourceSettings::AwsSecretsManager(serde_path_to_error::deserialize(rest)?)
+        }
+        _ => {
+            let fields: SecretFileFields = serde_path_to_error::deserialize(rest)?;
+            SourceSettings::SecretFile {
+                path: fields.path,
+                max_size: fields.max_size,
+            }
+        }
+    };
+    Ok(source)
 }
 
 /// Describes what a setting takes, from its path and the kind of serde failure.

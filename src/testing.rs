@@ -1,4 +1,4 @@
-//! [`MockGateway`]: a real HTTP server on 127.0.0.1 that answers like MegaLLM, for tests.
+//! [`MockGateway`]: a real HTTP server on 127.0.0.1 that responds like MegaLLM, for tests.
 //!
 //! The mock serves MegaLLM's two APIs on one port:
 //!
@@ -7,7 +7,7 @@
 //! | `POST /v1/chat/completions` | `Authorization: Bearer <key>` | OpenAI chat completion |
 //! | `POST /v1/messages` | `x-api-key: <key>` and `anthropic-version` | Anthropic message |
 //!
-//! Each request is checked in this order, and the first failure decides the answer:
+//! Each request is checked in this order, and the first failure decides the response:
 //!
 //! 1. A [`ScriptedResponse`] queued with [`MockGateway::push_response`] is served as it is.
 //! 2. An unknown path gets 404, a known path with another method 405.
@@ -17,7 +17,7 @@
 //! 5. A body that is not a JSON object with a string `model` gets 400.
 //! 6. A key without access to the model gets 403 (MegaLLM: "Verify API key has required
 //!    access").
-//! 7. Otherwise 200 with a canned answer that echoes the model.
+//! 7. Otherwise 200 with a fixed completion that echoes the model.
 //!
 //! Error bodies have the shape of the path's API: `{"type": "error", "error": {"type",
 //! "message"}}` on `/v1/messages` and `{"error": {"message", "type", "param", "code"}}` on
@@ -27,10 +27,10 @@
 //! mock is stricter on purpose: each path reads only its own style's header and ignores the
 //! other, so a client that sends the wrong style gets 401 in tests instead of passing by luck.
 //!
-//! With `X-Debug-Auth: true` every JSON body the mock writes itself (not a scripted one) gets a
-//! `debug_auth` object: the header that carried the key, the key's [`Fingerprint`], the key's
-//! status (`valid`, `unknown`, `revoked` or `missing`) and the credential headers of the other
-//! style that were ignored. It never contains the key.
+//! With `X-Debug-Auth: true`, every body the two endpoints send, except a scripted one, gets a
+//! `debug_auth` object. It names the header that carried the key, the key's [`Fingerprint`] and
+//! the key's status (`valid`, `unknown`, `revoked`, `missing` or `duplicated`). It also lists
+//! the credential headers of the other style that were ignored, and it never contains the key.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -83,18 +83,18 @@ const MESSAGES_PATH: &str = "/v1/messages";
 /// Maximum request body the mock reads, in bytes. Larger bodies get 413.
 const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 
-/// Text of every successful answer.
+/// Assistant text of every successful response.
 const ANSWER_TEXT: &str = "Hello from the MegaLLM mock gateway.";
 
 /// The mock stores each key only as its SHA-256 digest, so neither the mock nor its Debug
-/// output holds the key's characters.
+/// output contains the key's characters.
 type KeyDigest = [u8; 32];
 
 fn digest_of(key: &[u8]) -> KeyDigest {
     Sha256::digest(key).into()
 }
 
-/// Which models a key may use, and whether it was revoked.
+/// Access of one key: the models it may use and its revocation flag.
 #[derive(Clone, Debug)]
 struct KeyAccess {
     /// `None` means every model.
@@ -122,7 +122,7 @@ impl MockGatewayBuilder {
         self
     }
 
-    /// Accepts `key` for `models` only; a request for any other model gets 403.
+    /// Accepts `key` for `models` only. A request for any other model gets 403.
     #[must_use]
     pub fn key_with_models(mut self, key: &str, models: &[&str]) -> MockGatewayBuilder {
         let models = models.iter().map(|model| (*model).to_owned()).collect();
@@ -191,8 +191,8 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// A MegaLLM-like HTTP server on 127.0.0.1 for tests. See the [module docs](self) for what it
-/// answers.
+/// A MegaLLM-like HTTP server on 127.0.0.1 for tests. See the [module docs](self) for its endpoints
+/// and responses.
 ///
 /// Every method that changes keys or the response queue works while requests are in flight.
 /// The server stops when the gateway is dropped or on [`MockGateway::shutdown`].
@@ -374,7 +374,7 @@ impl ScriptedResponse {
     }
 
     /// Creates a 302 Found that points at `location`. Clients that follow it turn a POST into
-    /// a GET; use [`ScriptedResponse::temporary_redirect`] to keep the method and body.
+    /// a GET, so use [`ScriptedResponse::temporary_redirect`] to keep the method and body.
     ///
     /// # Panics
     ///
@@ -471,7 +471,7 @@ fn is_credential_header(name: &HeaderName) -> bool {
     name == AUTHORIZATION || name == PROXY_AUTHORIZATION || name == X_API_KEY || name == COOKIE
 }
 
-/// Which of MegaLLM's APIs a path belongs to, for the shape of error bodies.
+/// API style of a request path, which decides the shape of error bodies.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Style {
     OpenAi,
@@ -489,6 +489,22 @@ impl Style {
 }
 
 async fn handle_request(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+
+    let response = respond(&shared, request).await;
+
+    tracing::debug!(
+        %method,
+        path,
+        status = response.status().as_u16(),
+        "the MegaLLM mock gateway sent a response"
+    );
+    response
+}
+
+/// Records `request` and builds the response in the order given in the module docs.
+async fn respond(shared: &Shared, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let path = parts.uri.path().to_owned();
     let style = Style::of_path(&path);
@@ -523,13 +539,13 @@ async fn handle_request(State(shared): State<Arc<Shared>>, request: Request) -> 
     }
 
     match (path.as_str(), parts.method == Method::POST) {
-        (CHAT_COMPLETIONS_PATH, true) => handle_api(&shared, Style::OpenAi, &parts.headers, &body),
-        (MESSAGES_PATH, true) => handle_api(&shared, Style::Anthropic, &parts.headers, &body),
+        (CHAT_COMPLETIONS_PATH, true) => handle_api(shared, Style::OpenAi, &parts.headers, &body),
+        (MESSAGES_PATH, true) => handle_api(shared, Style::Anthropic, &parts.headers, &body),
         (CHAT_COMPLETIONS_PATH | MESSAGES_PATH, false) => error_response(
             style,
             StatusCode::METHOD_NOT_ALLOWED,
             "invalid_request_error",
-            "method not allowed; use POST",
+            "method not allowed, use POST",
             None,
         ),
         _ => error_response(
@@ -585,7 +601,7 @@ fn default_error(status: StatusCode) -> (&'static str, &'static str) {
 const UNAUTHORIZED_MESSAGE: &str = "Unauthorized: check if your API key is valid and not expired";
 const FORBIDDEN_MESSAGE: &str = "Forbidden: verify API key has required access";
 
-/// What the mock found about the credential of one request.
+/// Result of checking the credential of one request.
 struct CredentialCheck {
     header: Option<HeaderName>,
     fingerprint: Option<Fingerprint>,
@@ -696,7 +712,7 @@ fn handle_api(shared: &Shared, style: Style, headers: &HeaderMap, body: &[u8]) -
     let Some(access) = access else {
         if check.status == KeyStatus::Duplicated {
             let message = format!(
-                "more than one {} header; send exactly one",
+                "the request has more than one {} header. Send exactly one.",
                 style_header(style)
             );
             return error_response(
@@ -754,14 +770,14 @@ fn handle_api(shared: &Shared, style: Style, headers: &HeaderMap, body: &[u8]) -
     }
 
     let sequence = shared.sequence.fetch_add(1, Ordering::Relaxed) + 1;
-    let mut answer = match style {
-        Style::OpenAi => openai_answer(sequence, &model),
-        Style::Anthropic => anthropic_answer(sequence, &model),
+    let mut completion = match style {
+        Style::OpenAi => openai_completion(sequence, &model),
+        Style::Anthropic => anthropic_message(sequence, &model),
     };
-    if let (Some(debug_json), Some(object)) = (debug_json, answer.as_object_mut()) {
+    if let (Some(debug_json), Some(object)) = (debug_json, completion.as_object_mut()) {
         object.insert("debug_auth".to_owned(), debug_json);
     }
-    json_response(StatusCode::OK, &answer)
+    json_response(StatusCode::OK, &completion)
 }
 
 fn style_header(style: Style) -> &'static str {
@@ -782,7 +798,7 @@ fn model_of(body: &[u8]) -> Option<String> {
     value.get("model")?.as_str().map(str::to_owned)
 }
 
-fn openai_answer(sequence: u64, model: &str) -> Value {
+fn openai_completion(sequence: u64, model: &str) -> Value {
     json!({
         "id": format!("chatcmpl-mock-{sequence}"),
         "object": "chat.completion",
@@ -797,7 +813,7 @@ fn openai_answer(sequence: u64, model: &str) -> Value {
     })
 }
 
-fn anthropic_answer(sequence: u64, model: &str) -> Value {
+fn anthropic_message(sequence: u64, model: &str) -> Value {
     json!({
         "id": format!("msg_mock_{sequence}"),
         "type": "message",

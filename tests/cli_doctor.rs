@@ -260,3 +260,88 @@ fn doctor_reports_settings_error() {
         "{errors}"
     );
 }
+
+/// AWS variables that `scripts/test` exports, passed through to the child process.
+#[cfg(feature = "aws")]
+fn aws_test_vars() -> Vec<(&'static str, String)> {
+    [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_REGION",
+    ]
+    .into_iter()
+    .map(|name| {
+        let value = std::env::var(name).unwrap_or_else(|_| {
+            panic!(
+                "{name} is not set; run the suite with scripts/test, which exports test credentials"
+            )
+        });
+        (name, value)
+    })
+    .chain([("AWS_EC2_METADATA_DISABLED", String::from("true"))])
+    .collect()
+}
+
+#[cfg(feature = "aws")]
+#[tokio::test]
+async fn doctor_resolves_aws_secret() {
+    use common::moto::{SecretValue, create_secret, moto_endpoint, unique_name};
+
+    let directory = tempfile::tempdir().unwrap();
+    let name = unique_name("doctor");
+    let version = create_secret(&name, SecretValue::Text(CANARY)).await;
+    let config = directory.path().join("megallm.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[megallm.sources]]\ntype = \"aws_secrets_manager\"\nsecret_id = \"{name}\"\nendpoint_url = \"{}\"\n",
+            moto_endpoint()
+        ),
+    )
+    .unwrap();
+    let vars = aws_test_vars();
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+
+    let output = doctor(directory.path(), &vars, &[]);
+
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(
+        text.contains(&format!("1. aws-sm:{name} -> found")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "key: {} from aws-sm:{name} (version {version})",
+            fingerprint(CANARY)
+        )),
+        "{text}"
+    );
+}
+
+#[cfg(feature = "aws")]
+#[test]
+fn doctor_explains_missing_aws_secret() {
+    let directory = tempfile::tempdir().unwrap();
+    let config = directory.path().join("megallm.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[megallm.sources]]\ntype = \"aws_secrets_manager\"\nsecret_id = \"megallm-test/does-not-exist\"\nendpoint_url = \"{}\"\nrequired = true\n",
+            common::moto::moto_endpoint()
+        ),
+    )
+    .unwrap();
+    let vars = aws_test_vars();
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+
+    let output = doctor(directory.path(), &vars, &[]);
+
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(
+        text.contains("1. aws-sm:megallm-test/does-not-exist -> failed (misconfigured)"),
+        "{text}"
+    );
+}

@@ -39,7 +39,7 @@ async fn post_openai(gateway: &MockGateway, key: Option<&str>, model: &str) -> r
     if let Some(key) = key {
         request = request.bearer_auth(key);
     }
-    request.send().await.expect("the mock gateway answers")
+    request.send().await.expect("the mock gateway responds")
 }
 
 /// Sends an Anthropic-style message with `x-api-key` and `anthropic-version` when given.
@@ -62,7 +62,7 @@ async fn post_anthropic(
     if let Some(version) = version {
         request = request.header("anthropic-version", version);
     }
-    request.send().await.expect("the mock gateway answers")
+    request.send().await.expect("the mock gateway responds")
 }
 
 async fn json_body(response: reqwest::Response) -> Value {
@@ -72,7 +72,7 @@ async fn json_body(response: reqwest::Response) -> Value {
 }
 
 #[tokio::test]
-async fn openai_style_answers_completion() {
+async fn openai_style_returns_completion() {
     let logs = capture_logs();
     let gateway = start_gateway().await;
 
@@ -98,7 +98,7 @@ async fn openai_style_answers_completion() {
 }
 
 #[tokio::test]
-async fn anthropic_style_answers_message() {
+async fn anthropic_style_returns_message() {
     let logs = capture_logs();
     let gateway = start_gateway().await;
 
@@ -233,7 +233,7 @@ async fn duplicate_credential_header_gets_400() {
     let body = json_body(response).await;
     assert_eq!(
         body["error"]["message"],
-        "more than one x-api-key header; send exactly one"
+        "the request has more than one x-api-key header. Send exactly one."
     );
 }
 

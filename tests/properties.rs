@@ -49,7 +49,7 @@ fn decorations() -> impl Strategy<Value = String> {
     proptest::collection::vec(decoration(), 0..4).prop_map(|parts| parts.concat())
 }
 
-/// Decorations before a key, which may also hold a pasted `Bearer ` scheme. The scheme's
+/// Decorations before a key, which may also contain a pasted `Bearer ` scheme. The scheme's
 /// letters are key characters, so it is never put after or inside the key.
 fn leading_decorations() -> impl Strategy<Value = String> {
     let scheme = prop_oneof![Just(""), Just("Bearer "), Just("bearer "), Just("BEARER ")];
@@ -57,13 +57,13 @@ fn leading_decorations() -> impl Strategy<Value = String> {
         .prop_map(|(outer, scheme, inner)| format!("{outer}{scheme}{inner}"))
 }
 
-/// A random key body of 16 to 40 letters and digits.
+/// Generates a key body of 16 to 40 letters and digits.
 fn key_body() -> impl Strategy<Value = String> {
     "[A-Za-z0-9]{16,40}"
 }
 
-/// A valid key surrounded by decorations, sometimes with one more decoration inside it.
-/// Returns the body and the decorated text.
+/// Generates a valid key surrounded by decorations, sometimes with one more decoration
+/// inside it, as the pair (key body, decorated text).
 fn decorated_key() -> impl Strategy<Value = (String, String)> {
     (
         key_body(),
@@ -125,12 +125,13 @@ fn check_accepted(key: &ApiKey, policy: KeyPolicy) -> Result<(), TestCaseError> 
 }
 
 /// Returns true when HTTP allows `secret` as a header value and it is not empty, which is
-/// exactly when `AuthHeaders::from_secret` must succeed.
+/// exactly when `AuthHeaders::from_secret` must succeed. A credential may not contain spaces
+/// or tabs either, because servers trim them from the ends of header values.
 fn is_valid_header_value(secret: &[u8]) -> bool {
     !secret.is_empty()
         && !secret
             .iter()
-            .any(|&byte| (byte < 0x20 && byte != b'\t') || byte == 0x7f)
+            .any(|&byte| byte < 0x20 || byte == b' ' || byte == 0x7f)
 }
 
 fn policies() -> impl Strategy<Value = KeyPolicy> {

@@ -425,3 +425,57 @@ fn default_chain_when_no_sources() {
         ["env:MEGALLM_API_KEY", "env-file:MEGALLM_API_KEY_FILE"]
     );
 }
+
+#[cfg(feature = "aws")]
+#[test]
+fn aws_source_settings_and_overrides() {
+    let directory = tempfile::tempdir().unwrap();
+    write_config(
+        directory.path(),
+        r#"
+[[megallm.sources]]
+type = "aws_secrets_manager"
+secret_id = "prod/megallm"
+field = "api_key"
+region = "eu-west-1"
+connect_timeout_ms = 1000
+"#,
+    );
+
+    let settings = load(
+        directory.path(),
+        &[("MEGALLM__SOURCES__0__CONNECT_TIMEOUT_MS", "250")],
+    )
+    .unwrap();
+
+    let SourceSettings::AwsSecretsManager(aws) = &settings.sources[0] else {
+        panic!("expected an AWS source, got {:?}", settings.sources[0]);
+    };
+    assert_eq!(aws.secret_id, "prod/megallm");
+    assert_eq!(aws.field.as_deref(), Some("api_key"));
+    assert_eq!(aws.region.as_deref(), Some("eu-west-1"));
+    assert_eq!(aws.connect_timeout_ms, Some(250));
+
+    let chain = settings
+        .key_chain(&Environment::from_pairs::<_, &str, &str>([]))
+        .unwrap();
+    assert_eq!(chain.labels(), ["aws-sm:prod/megallm#api_key"]);
+}
+
+#[cfg(feature = "aws")]
+#[test]
+fn aws_source_conflict_names_setting() {
+    let directory = tempfile::tempdir().unwrap();
+    write_config(
+        directory.path(),
+        "[[megallm.sources]]\ntype = \"aws_secrets_manager\"\nsecret_id = \"prod/megallm\"\nversion_stage = \"AWSCURRENT\"\nversion_id = \"v1\"\n",
+    );
+    let settings = load(directory.path(), &[]).unwrap();
+
+    let error = settings
+        .key_chain(&Environment::from_pairs::<_, &str, &str>([]))
+        .unwrap_err();
+
+    assert_eq!(error.setting(), Some("megallm.sources[0]"));
+    assert!(error.message().contains("version_stage"), "{error}");
+}

@@ -18,7 +18,7 @@ use crate::key::{ApiKey, KeyPolicy};
 use crate::source::{KeySource, Resolved, SourceError, SourceErrorKind, SourceKind};
 use crate::sources::read::read_bounded;
 
-/// Size limit of a `.env` file: 1 MiB. A `.env` file holds tens of short lines, so a larger
+/// Size limit of a `.env` file: 1 MiB. A `.env` file has tens of short lines, so a larger
 /// file is a wrong path, and the limit keeps such a file from being read into memory whole.
 const MAX_DOTENV_SIZE: u64 = 1024 * 1024;
 
@@ -29,9 +29,9 @@ const DEFAULT_VAR: &str = "MEGALLM_API_KEY";
 ///
 /// Values are kept in zeroizing memory, and `Debug` prints the path and the variable names
 /// only. When a name appears twice, [`DotenvFile::get`] returns the first value, as dotenvy's
-/// own loader does. `$VAR` and `${VAR}` references in unquoted and double-quoted values are
-/// substituted by dotenvy, from the process environment first and then from earlier lines of
-/// the file; single-quoted values are taken literally.
+/// own loader does. dotenvy substitutes `$VAR` and `${VAR}` references in unquoted and
+/// double-quoted values, from the process environment first and then from earlier lines of
+/// the file. Single-quoted values are taken literally.
 ///
 /// ```
 /// use megallm_auth::DotenvFile;
@@ -62,33 +62,36 @@ impl DotenvFile {
     ///
     /// # Errors
     ///
-    /// [`SourceError`] labelled `dotenv:<path>`: not found when the file does not exist;
-    /// misconfigured when the path is a directory, the file exceeds 1 MiB, is not UTF-8, or a
-    /// line is not valid `.env` syntax (the message gives the line number, never its text);
-    /// denied when the OS refuses access; unavailable for any other I/O failure.
+    /// [`SourceError`] labelled `dotenv:<path>`, of kind:
+    /// - not found when the file does not exist;
+    /// - misconfigured when the path is a directory, or the file exceeds 1 MiB or is not UTF-8;
+    /// - misconfigured when a line is not valid `.env` syntax, with a message that gives the
+    ///   line number and never the line's text;
+    /// - denied when the OS denies access, and unavailable for any other I/O failure.
     pub fn load(path: impl AsRef<Path>) -> Result<DotenvFile, SourceError> {
         let path = path.as_ref();
         DotenvFile::load_labelled(path, &dotenv_label(path))
     }
 
     fn load_labelled(path: &Path, label: &str) -> Result<DotenvFile, SourceError> {
-        let what = format!(".env file {}", path.display());
-        let content = read_bounded(path, MAX_DOTENV_SIZE)
-            .map_err(|error| error.into_source_error(label, &what, SourceErrorKind::NotFound))?;
+        let description = format!(".env file {}", path.display());
+        let content = read_bounded(path, MAX_DOTENV_SIZE).map_err(|error| {
+            error.into_source_error(label, &description, SourceErrorKind::NotFound)
+        })?;
 
         // Security: Utf8Error carries a byte offset only, never the bytes.
         let text = std::str::from_utf8(&content).map_err(|error| {
             let line = line_of_offset(&content, error.valid_up_to());
             SourceError::misconfigured(
                 label,
-                format!("{what} is not valid UTF-8 (line {line}); save it as UTF-8 text"),
+                format!("{description} is not valid UTF-8 (line {line}); save it as UTF-8 text"),
             )
         })?;
         // dotenvy strips a byte order mark only when it loads into the process environment,
         // not in the iterator used here, where a BOM makes the first line a syntax error.
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
 
-        let entries = parse_entries(text, label, &what)?;
+        let entries = parse_entries(text, label, &description)?;
         Ok(DotenvFile {
             path: path.to_owned(),
             entries,
@@ -132,11 +135,14 @@ impl fmt::Debug for DotenvFile {
 /// - **Label:** `dotenv:<path as given>`, such as `dotenv:.env`.
 /// - **Not found:** the file does not exist, or it does not define the variable, or defines
 ///   it as empty.
-/// - **Errors:** the path is a directory, the file is too large or not UTF-8, a line is not
-///   valid `.env` syntax, the variable is defined twice, holds only whitespace, or contains
-///   `$` outside single quotes (misconfigured); the OS denies access (denied); any other I/O
-///   failure (unavailable); the value is not a valid key (invalid key). Messages name the file
-///   and the line number, never the line's text.
+/// - **Errors** (messages name the file and the line number, never the line's text):
+///   - misconfigured: the path is a directory, the file is too large or not UTF-8, or a line
+///     is not valid `.env` syntax;
+///   - misconfigured: the variable is defined twice, contains only whitespace, or contains `$`
+///     outside single quotes;
+///   - denied: the OS denies access;
+///   - unavailable: any other I/O failure;
+///   - invalid key: the value is not a valid key.
 ///
 /// The key is taken literally. dotenvy would substitute `$VAR` inside an unquoted or
 /// double-quoted value and so change the key silently, so such a value is rejected with a
@@ -284,7 +290,7 @@ fn dollar_message(var: &str, line: usize, path: &impl fmt::Display) -> String {
 /// NOTE: dotenvy copies each line and value into `String`s of its own (its read buffer, the
 /// line, the substitution table) and drops them without wiping. The values this crate keeps
 /// are moved into `Zeroizing`, but those intermediate copies remain in freed memory.
-fn parse_entries(text: &str, label: &str, what: &str) -> Result<Vec<Entry>, SourceError> {
+fn parse_entries(text: &str, label: &str, description: &str) -> Result<Vec<Entry>, SourceError> {
     let lines: Vec<&str> = text.split('\n').collect();
     let lines_read = Rc::new(Cell::new(0));
     let reader = LineReader {
@@ -311,14 +317,14 @@ fn parse_entries(text: &str, label: &str, what: &str) -> Result<Vec<Entry>, Sour
                 // Security: dotenvy's error quotes the line, which may contain the key. The
                 // text is wiped and only the line number goes into the message.
                 drop(Zeroizing::new(quoted_line));
-                return Err(syntax_error(label, what, start, raw));
+                return Err(syntax_error(label, description, start, raw));
             }
             Err(_) => {
                 // The reader is in memory and the text is valid UTF-8, so dotenvy has no I/O
                 // to fail. Its error is dropped unprinted in case a future version quotes text.
                 return Err(SourceError::unavailable(
                     label,
-                    format!("failed to parse {what} at line {start}"),
+                    format!("failed to parse {description} at line {start}"),
                 ));
             }
         }
@@ -326,16 +332,16 @@ fn parse_entries(text: &str, label: &str, what: &str) -> Result<Vec<Entry>, Sour
     Ok(entries)
 }
 
-fn syntax_error(label: &str, what: &str, line: usize, raw: &[&str]) -> SourceError {
+fn syntax_error(label: &str, description: &str, line: usize, raw: &[&str]) -> SourceError {
     let name = variable_name(raw.first().copied().unwrap_or_default());
     if substitutes_variable(raw) {
         let subject = name.unwrap_or("the variable");
-        return SourceError::misconfigured(label, dollar_message(subject, line, &what));
+        return SourceError::misconfigured(label, dollar_message(subject, line, &description));
     }
 
     let subject = match name {
-        Some(name) => format!("line {line} of {what} ({name})"),
-        None => format!("line {line} of {what}"),
+        Some(name) => format!("line {line} of {description} ({name})"),
+        None => format!("line {line} of {description}"),
     };
     SourceError::misconfigured(
         label,
@@ -358,7 +364,7 @@ fn first_content_line(lines: &[&str], previous_end: usize, end: usize) -> usize 
 
 /// Returns the variable name of a raw `.env` line (`NAME=` or `export NAME=`), or `None`
 /// when the text before `=` is not a plain name. Only a name followed by `=` is returned,
-/// so a line holding a pasted key and nothing else is never echoed.
+/// so a line containing a pasted key and nothing else is never echoed.
 fn variable_name(line: &str) -> Option<&str> {
     let (before, _) = line.split_once('=')?;
     let before = before.trim();

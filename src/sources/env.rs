@@ -11,7 +11,7 @@ use crate::key::{ApiKey, KeyPolicy};
 use crate::source::{KeySource, Resolved, SourceError, SourceErrorKind, SourceKind};
 use crate::sources::read::{DEFAULT_MAX_SECRET_FILE_SIZE, read_bounded};
 
-/// Suffix of a variable that names a file holding the value of the variable without it.
+/// Suffix of a variable that names a file containing the value of the variable without it.
 const FILE_SUFFIX: &str = "_FILE";
 
 /// Reads the key from an environment variable, such as `MEGALLM_API_KEY`.
@@ -20,9 +20,10 @@ const FILE_SUFFIX: &str = "_FILE";
 ///
 /// - **Label:** `env:<VAR>`, such as `env:MEGALLM_API_KEY`.
 /// - **Not found:** the variable is unset or set to the empty string.
-/// - **Errors:** the variable holds only whitespace, or `<VAR>_FILE` is set as well
-///   (misconfigured); the value is not valid Unicode (misconfigured, naming the variable only);
-///   the value is not a valid key (invalid key).
+/// - **Errors:**
+///   - misconfigured: the variable contains only whitespace, or `<VAR>_FILE` is set as well;
+///   - misconfigured: the value is not valid Unicode, and the message names the variable only;
+///   - invalid key: the value is not a valid key.
 ///
 /// A value wrapped in one matched pair of quotes, as when a `.env`-style line is pasted into a
 /// deployment manifest, has the quotes stripped with a warning that names the source.
@@ -126,11 +127,13 @@ impl KeySource for EnvSource {
 ///
 /// - **Label:** `env-file:<VAR>`, such as `env-file:MEGALLM_API_KEY_FILE`.
 /// - **Not found:** the variable is unset or set to the empty string.
-/// - **Errors:** the variable holds only whitespace or is not valid Unicode, the key variable
-///   (the name without `_FILE`) is set as well, or the named file does not exist, is a
-///   directory or exceeds the size limit (misconfigured); the OS denies access (denied); any
-///   other I/O failure (unavailable); the content is not a valid key (invalid key). Every
-///   file error names the variable and the path.
+/// - **Errors** (every file error names the variable and the path):
+///   - misconfigured: the variable contains only whitespace or is not valid Unicode, or the
+///     key variable (the name without `_FILE`) is set as well;
+///   - misconfigured: the named file does not exist, is a directory or exceeds the size limit;
+///   - denied: the OS denies access;
+///   - unavailable: any other I/O failure;
+///   - invalid key: the content is not a valid key.
 ///
 /// A missing file is a configuration error, not "not found": the variable says where the key
 /// is, so falling back to another source would hide the broken setting. The file is read like
@@ -242,13 +245,17 @@ impl KeySource for EnvFileSource {
         }
 
         let path = Path::new(value.as_str());
-        let what = format!("the file {} named by {}", path.display(), self.var);
+        let description = format!("the file {} named by {}", path.display(), self.var);
         let content = read_bounded(path, self.max_size).map_err(|error| {
-            error.into_source_error(&self.label, &what, SourceErrorKind::Misconfigured)
+            error.into_source_error(&self.label, &description, SourceErrorKind::Misconfigured)
         })?;
 
         let key = ApiKey::from_bytes(&content, &self.label, self.policy).map_err(|invalid| {
-            let message = format!("{what}: {}; {}", invalid.problem, invalid.problem.remedy());
+            let message = format!(
+                "{description}: {}; {}",
+                invalid.problem,
+                invalid.problem.remedy()
+            );
             SourceError::new(SourceErrorKind::InvalidKey, &self.label, message).with_cause(invalid)
         })?;
         Ok(Resolved::new(key, &self.label, SourceKind::EnvFile))

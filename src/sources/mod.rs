@@ -6,6 +6,9 @@ use crate::chain::KeyChain;
 use crate::environment::Environment;
 use crate::key::KeyPolicy;
 
+#[cfg(feature = "aws")]
+#[cfg_attr(docsrs, doc(cfg(feature = "aws")))]
+pub mod aws;
 #[cfg(feature = "dotenv")]
 mod dotenv;
 #[cfg(feature = "env")]
@@ -23,6 +26,11 @@ pub use env::{EnvFileSource, EnvSource};
 pub use read::DEFAULT_MAX_SECRET_FILE_SIZE;
 #[cfg(feature = "secret-file")]
 pub use secret_file::SecretFileSource;
+
+/// The guide in docs/sources.md, compiled as doctests so that its examples keep building.
+#[cfg(all(doctest, feature = "env", feature = "dotenv", feature = "secret-file"))]
+#[doc = include_str!("../../docs/sources.md")]
+pub struct SourcesGuide;
 
 /// Variable that holds the key in the default chain.
 pub const DEFAULT_KEY_VAR: &str = "MEGALLM_API_KEY";

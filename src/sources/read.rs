@@ -11,8 +11,8 @@ use crate::source::{SourceError, SourceErrorKind};
 
 /// Default size limit of a secret file, in bytes: 4 KiB.
 ///
-/// A MegaLLM key is well under 200 bytes, so 4 KiB leaves room for a BOM, quotes and trailing
-/// newlines while rejecting a wrong path (a certificate bundle, a log file, a device) before
+/// 4 KiB is far more than an API key needs, even with a BOM, quotes and trailing newlines. It
+/// is small enough to reject a wrong path (a certificate bundle, a log file, a device) before
 /// much of it is read into memory. [`SecretFileSource`](crate::SecretFileSource) and
 /// [`EnvFileSource`](crate::EnvFileSource) use it unless `with_max_size` changes it.
 #[cfg(any(feature = "env", feature = "secret-file"))]
@@ -22,7 +22,7 @@ pub const DEFAULT_MAX_SECRET_FILE_SIZE: u64 = 4 * 1024;
 /// (a pipe, a procfs file) does not grow one byte at a time.
 const MIN_BUFFER: usize = 64;
 
-/// What went wrong while reading a file.
+/// Cause of a failed file read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum FileProblem {
     /// The file or one of its parent directories does not exist, or a symlink dangles.
@@ -58,45 +58,47 @@ impl ReadError {
         ReadError { problem, io: None }
     }
 
-    /// Converts the failure into a [`SourceError`] for the source `label`. `what` describes the
+    /// Converts the failure into a [`SourceError`] for the source `label`. `description` names the
     /// file in the message, such as "secret file /run/secrets/megallm_api_key".
     /// `missing_kind` is the kind reported when the file does not exist: not found for a file
     /// that is optional, misconfigured for a file that a setting points at.
     pub(crate) fn into_source_error(
         self,
         label: &str,
-        what: &str,
+        description: &str,
         missing_kind: SourceErrorKind,
     ) -> SourceError {
         let error = match self.problem {
             FileProblem::Missing => {
-                SourceError::new(missing_kind, label, format!("{what} does not exist"))
+                SourceError::new(missing_kind, label, format!("{description} does not exist"))
             }
             FileProblem::ParentNotDirectory => SourceError::misconfigured(
                 label,
                 format!(
-                    "{what} cannot be opened because a parent in its path is a file, not a directory; check the path"
+                    "{description} cannot be opened because a parent in its path is a file, not a directory; check the path"
                 ),
             ),
             FileProblem::Directory => SourceError::misconfigured(
                 label,
                 format!(
-                    "{what} is a directory; point the source at the file that contains the key"
+                    "{description} is a directory; point the source at the file that contains the key"
                 ),
             ),
             FileProblem::TooLarge { limit } => SourceError::misconfigured(
                 label,
                 format!(
-                    "{what} is larger than the limit of {limit} bytes; check that the path names the key file, or raise the limit with with_max_size"
+                    "{description} is larger than the limit of {limit} bytes; check that the path names the key file, or raise the limit with with_max_size"
                 ),
             ),
             FileProblem::PermissionDenied => SourceError::denied(
                 label,
                 format!(
-                    "permission denied reading {what}; make the file readable by the user this process runs as (for mounted secrets set the owner or mode: Kubernetes defaultMode or fsGroup, Docker Compose secret uid, gid and mode)"
+                    "permission denied reading {description}; make the file readable by the user this process runs as. For a mounted secret, set its owner or mode (Kubernetes defaultMode or fsGroup, or the uid, gid and mode of a Docker Swarm secret)"
                 ),
             ),
-            FileProblem::Io => SourceError::unavailable(label, format!("failed to read {what}")),
+            FileProblem::Io => {
+                SourceError::unavailable(label, format!("failed to read {description}"))
+            }
         };
 
         // Security: an io::Error from the OS carries an error code and its description, never
@@ -123,7 +125,7 @@ pub(crate) fn classify_io_error(error: &io::Error) -> FileProblem {
 /// bytes.
 ///
 /// The file is opened by path at every call, so symlinks are followed afresh each time (a
-/// Kubernetes secret update swaps the `..data` symlink). The read never asks for more than
+/// Kubernetes secret update swaps the `..data` symlink). The read never requests more than
 /// `max_size + 1` bytes, so a wrong path such as `/dev/zero` fails fast. The buffer grows by
 /// copying into a larger zeroizing buffer, because `Vec`'s own growth would free the old
 /// allocation without wiping it.

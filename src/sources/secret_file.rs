@@ -15,9 +15,12 @@ use crate::sources::read::{DEFAULT_MAX_SECRET_FILE_SIZE, read_bounded};
 ///
 /// - **Label:** `file:<path>`, such as `file:/run/secrets/megallm_api_key`.
 /// - **Not found:** the file, or a directory above it, does not exist.
-/// - **Errors:** the path is a directory or exceeds the size limit (misconfigured); the OS
-///   denies access (denied); any other I/O failure (unavailable); the content is not a valid
-///   key, including a file that is not UTF-8 (invalid key).
+/// - **Errors** (every message names the path):
+///   - misconfigured: the path is a directory, a parent in it is a file, or the file exceeds
+///     the size limit;
+///   - denied: the OS denies access, with a hint about the owner and mode of mounted secrets;
+///   - unavailable: any other I/O failure;
+///   - invalid key: the content is not a valid key, including a file that is not UTF-8.
 ///
 /// The file is opened by path at every resolution, following symlinks afresh, so a Kubernetes
 /// secret update (which swaps the `..data` symlink) is picked up on the next read. The content
@@ -100,9 +103,9 @@ impl KeySource for SecretFileSource {
     }
 
     async fn resolve(&self) -> Result<Resolved, SourceError> {
-        let what = format!("secret file {}", self.path.display());
+        let description = format!("secret file {}", self.path.display());
         let content = read_bounded(&self.path, self.max_size).map_err(|error| {
-            error.into_source_error(&self.label, &what, SourceErrorKind::NotFound)
+            error.into_source_error(&self.label, &description, SourceErrorKind::NotFound)
         })?;
 
         let key = ApiKey::from_bytes(&content, &self.label, self.policy)

@@ -1,6 +1,9 @@
 //! Helpers shared by the integration tests: canary keys and a leak check over captured logs.
 #![allow(dead_code)]
 
+#[cfg(feature = "aws")]
+pub mod moto;
+
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 
