@@ -103,7 +103,7 @@ impl fmt::Debug for KeySnapshot {
 
 /// A key could not be resolved and no last good key may be served.
 ///
-/// Display says what the provider did; the chain's report of every attempt is in
+/// Display describes what the provider did; the chain's report of every attempt is in
 /// [`RefreshError::chain`] and in `source()`.
 #[derive(Clone, Debug)]
 pub struct RefreshError {
@@ -416,7 +416,7 @@ impl State {
     }
 }
 
-/// Why a resolution runs, for the logs.
+/// The reason a resolution runs, for the logs.
 #[derive(Clone, Copy, Debug)]
 enum Trigger {
     /// No key can be served: cold start, or the last failure's retry delay passed.
@@ -630,7 +630,7 @@ impl Inner {
         self.resolve_locked(&state, trigger).await
     }
 
-    /// Resolves the chain and publishes the new state. The caller holds `resolve_lock`.
+    /// Resolves the chain and publishes the new state. The caller must hold `resolve_lock`.
     async fn resolve_locked(
         self: &Arc<Self>,
         previous: &State,

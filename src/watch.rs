@@ -9,7 +9,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// How a [`KeyProvider`](crate::KeyProvider) notices that a file it read a key from changed.
+/// The way a [`KeyProvider`](crate::KeyProvider) detects that a file it read a key from changed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum WatchMode {

@@ -28,7 +28,7 @@ pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(8);
 /// the waits.
 pub type Sleep = Arc<dyn Fn(Duration) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
-/// How 429 answers are retried.
+/// The retry rules for 429 responses.
 #[derive(Clone)]
 pub struct RetryPolicy {
     max_retries: u32,

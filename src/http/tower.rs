@@ -133,7 +133,7 @@ impl<S> Layer<S> for MegaLlmAuthLayer {
 }
 
 /// Adds the provider's current headers to each request to the gateway and handles the
-/// gateway's 401, 403 and 429 answers.
+/// gateway's 401, 403 and 429 responses.
 #[derive(Clone, Debug)]
 pub struct MegaLlmAuthService<S> {
     inner: S,
