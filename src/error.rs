@@ -2,7 +2,9 @@
 
 use crate::chain::ChainError;
 use crate::headers::HeaderError;
+use crate::http::{ClientError, GatewayError};
 use crate::key::InvalidKey;
+use crate::provider::RefreshError;
 use crate::settings::SettingsError;
 use crate::source::SourceErrorKind;
 
@@ -52,6 +54,15 @@ pub enum Error {
     /// A header could not be built.
     #[error(transparent)]
     Header(#[from] HeaderError),
+    /// A [`KeyProvider`](crate::KeyProvider) has no key to serve.
+    #[error(transparent)]
+    Refresh(#[from] RefreshError),
+    /// The gateway rejected a request with 401, 403 or 429.
+    #[error(transparent)]
+    Gateway(#[from] GatewayError),
+    /// An HTTP client could not be set up: invalid base URL or client settings.
+    #[error(transparent)]
+    Client(#[from] ClientError),
 }
 
 impl Error {
@@ -62,6 +73,9 @@ impl Error {
             Error::InvalidKey(_) => ErrorKind::InvalidKey,
             Error::Settings(_) => ErrorKind::Misconfigured,
             Error::Header(_) => ErrorKind::InvalidKey,
+            Error::Refresh(error) => error.kind().into(),
+            Error::Gateway(_) => ErrorKind::Gateway,
+            Error::Client(_) => ErrorKind::Misconfigured,
         }
     }
 }

@@ -85,13 +85,16 @@ mod chain;
 mod environment;
 mod error;
 mod headers;
+pub mod http;
 mod key;
+mod provider;
 pub mod settings;
 mod source;
 pub mod sources;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
+mod watch;
 
 pub use chain::{Attempt, ChainError, KeyChain, Outcome, Resolution, ResolutionReport, Winner};
 pub use environment::{Environment, NotUnicode};
@@ -117,3 +120,8 @@ pub use sources::{DotenvFile, DotenvSource};
 #[cfg(feature = "env")]
 pub use sources::{EnvFileSource, EnvSource};
 pub use sources::{default_chain, default_chain_in};
+pub use provider::{
+    DEFAULT_FILE_REFRESH, DEFAULT_LOCAL_REFRESH, DEFAULT_REMOTE_REFRESH, DEFAULT_RETRY_DELAY,
+    DEFAULT_STALE_GRACE, KeyProvider, KeyProviderBuilder, KeySnapshot, RefreshError,
+};
+pub use watch::WatchMode;

@@ -3,6 +3,7 @@
 
 use std::error::Error as StdError;
 use std::fmt;
+use std::path::PathBuf;
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -55,6 +56,13 @@ pub trait KeySource: Send + Sync + fmt::Debug {
     /// [`SourceError`] with [`SourceErrorKind::NotFound`] when this source has no key, so a
     /// chain moves on; any other kind stops the chain.
     async fn resolve(&self) -> Result<Resolved, SourceError>;
+
+    /// Returns the files this source reads, so a [`KeyProvider`](crate::KeyProvider) can watch
+    /// their directories and re-resolve as soon as one changes. Sources that read no file
+    /// return nothing, which is the default.
+    fn watch_paths(&self) -> Vec<PathBuf> {
+        Vec::new()
+    }
 }
 
 #[async_trait]
@@ -69,6 +77,10 @@ impl<S: KeySource + ?Sized> KeySource for Box<S> {
 
     async fn resolve(&self) -> Result<Resolved, SourceError> {
         (**self).resolve().await
+    }
+
+    fn watch_paths(&self) -> Vec<PathBuf> {
+        (**self).watch_paths()
     }
 }
 

@@ -211,6 +211,10 @@ impl KeySource for DotenvSource {
         SourceKind::Dotenv
     }
 
+    fn watch_paths(&self) -> Vec<PathBuf> {
+        vec![self.path.clone()]
+    }
+
     async fn resolve(&self) -> Result<Resolved, SourceError> {
         let file = DotenvFile::load_labelled(&self.path, &self.label)?;
         let path = self.path.display();

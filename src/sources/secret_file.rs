@@ -98,6 +98,10 @@ impl KeySource for SecretFileSource {
         SourceKind::SecretFile
     }
 
+    fn watch_paths(&self) -> Vec<PathBuf> {
+        vec![self.path.clone()]
+    }
+
     async fn resolve(&self) -> Result<Resolved, SourceError> {
         let description = format!("secret file {}", self.path.display());
         let content = read_bounded(&self.path, self.max_size).map_err(|error| {

@@ -1,0 +1,788 @@
+//! [`KeyProvider`]: the resolved key cached as a [`KeySnapshot`], refreshed in the background,
+//! kept through transient source failures for a bounded grace, and re-resolved on demand after
+//! the gateway rejects it.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use http::HeaderMap;
+use tokio::time::Instant;
+
+use crate::chain::{ChainError, KeyChain, Outcome};
+use crate::environment::Environment;
+use crate::error::Error;
+use crate::headers::{ApiStyle, AuthHeaders, DEFAULT_ANTHROPIC_VERSION, HeaderError};
+use crate::key::{ApiKey, Fingerprint};
+use crate::settings::Settings;
+use crate::source::{Resolved, SourceErrorKind, SourceKind};
+use crate::watch::{WatchHandle, WatchMode};
+
+/// Default time a key from a file (secret file, `MEGALLM_API_KEY_FILE`, .env) is used before
+/// the file is read again. The directory watcher usually notices a change much sooner.
+pub const DEFAULT_FILE_REFRESH: Duration = Duration::from_secs(30);
+/// Default time a key from a remote backend (AWS Secrets Manager, Vault) is used before it is
+/// fetched again.
+pub const DEFAULT_REMOTE_REFRESH: Duration = Duration::from_secs(300);
+/// Default time a key from an environment variable or from code is used before the chain is
+/// resolved again.
+pub const DEFAULT_LOCAL_REFRESH: Duration = Duration::from_secs(300);
+/// Default time the last good key is served after its source starts failing transiently.
+pub const DEFAULT_STALE_GRACE: Duration = Duration::from_secs(300);
+/// Default wait between attempts while the source is failing.
+pub const DEFAULT_RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// One resolved key with its origin and its prebuilt request headers.
+///
+/// A snapshot never changes: a rotation publishes a new snapshot, and requests that already hold
+/// the old one finish with the old key.
+pub struct KeySnapshot {
+    resolved: Resolved,
+    headers: AuthHeaders,
+}
+
+impl KeySnapshot {
+    fn new(resolved: Resolved, config: &ProviderConfig) -> KeySnapshot {
+        let headers = AuthHeaders::new(&resolved.key, config.style)
+            .with_debug_auth(config.debug_auth)
+            .with_anthropic_version(&config.anthropic_version)
+            .expect("the anthropic-version was checked when the provider was built");
+        KeySnapshot { resolved, headers }
+    }
+
+    /// Returns the label of the source that supplied the key, such as `file:/run/secrets/x`.
+    pub fn label(&self) -> &str {
+        &self.resolved.label
+    }
+
+    /// Returns the kind of the source that supplied the key.
+    pub fn kind(&self) -> SourceKind {
+        self.resolved.kind
+    }
+
+    /// Returns the backend's version of the secret, when it has one.
+    pub fn version(&self) -> Option<&str> {
+        self.resolved.version.as_deref()
+    }
+
+    /// Returns the key's fingerprint.
+    pub fn fingerprint(&self) -> &Fingerprint {
+        self.resolved.key.fingerprint()
+    }
+
+    /// Returns the key.
+    pub fn key(&self) -> &ApiKey {
+        &self.resolved.key
+    }
+
+    /// Returns the prebuilt request headers.
+    pub fn headers(&self) -> &AuthHeaders {
+        &self.headers
+    }
+
+    /// Writes the headers into `headers`, as [`AuthHeaders::apply`] does.
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        self.headers.apply(headers);
+    }
+}
+
+impl fmt::Debug for KeySnapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeySnapshot")
+            .field("label", &self.label())
+            .field("kind", &self.kind())
+            .field("version", &self.version())
+            .field("fingerprint", self.fingerprint())
+            .field("style", &self.headers.style())
+            .finish()
+    }
+}
+
+/// A key could not be resolved and no last good key may be served.
+///
+/// Display describes what the provider did; the chain's report of every attempt is in
+/// [`RefreshError::chain`] and in `source()`.
+#[derive(Clone, Debug)]
+pub struct RefreshError {
+    chain: Arc<ChainError>,
+    expired: Option<ExpiredKey>,
+}
+
+#[derive(Clone, Debug)]
+struct ExpiredKey {
+    label: String,
+    fingerprint: Fingerprint,
+    grace: Duration,
+}
+
+impl RefreshError {
+    /// Returns the failed resolution, with the report of every attempt.
+    pub fn chain(&self) -> &ChainError {
+        &self.chain
+    }
+
+    /// Returns the category of the failure.
+    pub fn kind(&self) -> SourceErrorKind {
+        self.chain.kind()
+    }
+
+    /// Returns whether a last good key was served until its stale grace ended.
+    pub fn stale_grace_ended(&self) -> bool {
+        self.expired.is_some()
+    }
+}
+
+impl fmt::Display for RefreshError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.expired {
+            Some(expired) => write!(
+                f,
+                "the MegaLLM API key source has failed for longer than the stale grace of {:?}, so \
+                 the last good key {} from {} is no longer served: {}",
+                expired.grace, expired.fingerprint, expired.label, self.chain
+            ),
+            None => write!(f, "{}", self.chain),
+        }
+    }
+}
+
+impl std::error::Error for RefreshError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.chain as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// Settings of a [`KeyProvider`], set through [`KeyProviderBuilder`].
+#[derive(Clone, Debug)]
+struct ProviderConfig {
+    style: ApiStyle,
+    debug_auth: bool,
+    anthropic_version: String,
+    intervals: HashMap<SourceKind, Duration>,
+    stale_grace: Duration,
+    retry_delay: Duration,
+    watch: WatchMode,
+}
+
+impl ProviderConfig {
+    fn refresh_interval(&self, kind: SourceKind) -> Duration {
+        if let Some(interval) = self.intervals.get(&kind) {
+            return *interval;
+        }
+        match kind {
+            SourceKind::SecretFile | SourceKind::EnvFile | SourceKind::Dotenv => {
+                DEFAULT_FILE_REFRESH
+            }
+            kind if kind.is_remote() => DEFAULT_REMOTE_REFRESH,
+            _ => DEFAULT_LOCAL_REFRESH,
+        }
+    }
+}
+
+/// Builds a [`KeyProvider`]. Created by [`KeyProvider::builder`].
+#[derive(Debug)]
+pub struct KeyProviderBuilder {
+    chain: KeyChain,
+    config: ProviderConfig,
+}
+
+impl KeyProviderBuilder {
+    /// Sets the API style of the headers. Default: [`ApiStyle::OpenAi`].
+    #[must_use]
+    pub fn style(mut self, style: ApiStyle) -> KeyProviderBuilder {
+        self.config.style = style;
+        self
+    }
+
+    /// Sends `X-Debug-Auth: true` on every request. Default: off.
+    #[must_use]
+    pub fn debug_auth(mut self, enabled: bool) -> KeyProviderBuilder {
+        self.config.debug_auth = enabled;
+        self
+    }
+
+    /// Sets the `anthropic-version` sent in Anthropic style. Default: `2023-06-01`.
+    #[must_use]
+    pub fn anthropic_version(mut self, version: impl Into<String>) -> KeyProviderBuilder {
+        self.config.anthropic_version = version.into();
+        self
+    }
+
+    /// Sets how long a key from a source of `kind` is used before it is resolved again in the
+    /// background. Defaults: [`DEFAULT_FILE_REFRESH`] for files, [`DEFAULT_REMOTE_REFRESH`] for
+    /// AWS and Vault, [`DEFAULT_LOCAL_REFRESH`] for environment variables and static keys.
+    #[must_use]
+    pub fn refresh_interval(mut self, kind: SourceKind, interval: Duration) -> KeyProviderBuilder {
+        self.config.intervals.insert(kind, interval);
+        self
+    }
+
+    /// Sets how long the last good key is served after its source starts failing transiently
+    /// (backend unavailable, or its secret file briefly missing). Default:
+    /// [`DEFAULT_STALE_GRACE`].
+    #[must_use]
+    pub fn stale_grace(mut self, grace: Duration) -> KeyProviderBuilder {
+        self.config.stale_grace = grace;
+        self
+    }
+
+    /// Sets the wait between resolution attempts while the source is failing, and how long a
+    /// failure is returned to callers before the next attempt. Default: [`DEFAULT_RETRY_DELAY`].
+    #[must_use]
+    pub fn retry_delay(mut self, delay: Duration) -> KeyProviderBuilder {
+        self.config.retry_delay = delay;
+        self
+    }
+
+    /// Sets how the files named by the sources' [`watch_paths`](crate::KeySource::watch_paths)
+    /// are watched. Default: [`WatchMode::Auto`].
+    #[must_use]
+    pub fn watch(mut self, mode: WatchMode) -> KeyProviderBuilder {
+        self.config.watch = mode;
+        self
+    }
+
+    /// Builds the provider. Nothing is resolved until the first call to
+    /// [`KeyProvider::current`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Header`] when the `anthropic-version` is empty or contains a forbidden byte.
+    pub fn build(self) -> Result<KeyProvider, Error> {
+        check_anthropic_version(&self.config.anthropic_version)?;
+
+        let now = Instant::now();
+        let inner = Arc::new(Inner {
+            chain: self.chain,
+            config: self.config,
+            state: ArcSwap::from_pointee(State::empty(now)),
+            resolve_lock: tokio::sync::Mutex::new(()),
+            refreshing: AtomicBool::new(false),
+            watch: Mutex::new(None),
+            watch_started: AtomicBool::new(false),
+        });
+        Ok(KeyProvider { inner })
+    }
+}
+
+fn check_anthropic_version(version: &str) -> Result<(), HeaderError> {
+    const HEADER: &str = "anthropic-version";
+    if version.is_empty() {
+        return Err(HeaderError::Empty { header: HEADER });
+    }
+    match version
+        .bytes()
+        .position(|byte| (byte < 0x20 && byte != b'\t') || byte == 0x7f)
+    {
+        Some(position) => Err(HeaderError::ForbiddenByte {
+            header: HEADER,
+            position,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The cached key of a [`KeyChain`], ready to be turned into request headers.
+///
+/// - Reads are lock-free: [`KeyProvider::current`] loads the published [`KeySnapshot`] with one
+///   atomic load while the key is fresh.
+/// - Single flight: any number of callers at a cold start, or after the key can no longer be
+///   served, cause one resolution of the chain; the others wait for its outcome.
+/// - Refresh ahead: once a key is older than its source kind's refresh interval, the next
+///   caller starts a background resolution and keeps the old key meanwhile.
+/// - Last known good: when a refresh fails transiently (the backend is unavailable, or the
+///   secret file that supplied the key is briefly missing, as during a Kubernetes symlink swap)
+///   the last good key is served for the stale grace, with a warning; then callers get the
+///   error. Other failures (denied, invalid key, misconfigured) reach callers at once.
+/// - Files named by the sources are watched, so a rotated secret file is picked up within the
+///   watcher's debounce, or within one refresh interval when watching is not possible.
+/// - [`KeyProvider::invalidate`] re-resolves after the gateway rejects a key.
+///
+/// Cloning is cheap and clones share the cache.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// use megallm_auth::{ApiStyle, KeyChain, KeyProvider, StaticSource};
+///
+/// let chain = KeyChain::new().with(StaticSource::new("sk-mega-TESTDOC00000000").unwrap());
+/// let provider = KeyProvider::builder(chain).style(ApiStyle::Anthropic).build().unwrap();
+///
+/// let snapshot = provider.current().await.unwrap();
+/// let headers = snapshot.headers().to_header_map();
+/// assert!(headers.get("x-api-key").unwrap().is_sensitive());
+/// assert_eq!(headers["anthropic-version"], "2023-06-01");
+/// # });
+/// ```
+#[derive(Clone)]
+pub struct KeyProvider {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    chain: KeyChain,
+    config: ProviderConfig,
+    state: ArcSwap<State>,
+    /// Held for the duration of a resolution, so only one runs at a time.
+    resolve_lock: tokio::sync::Mutex<()>,
+    /// Set while a background refresh task exists, so at most one is spawned.
+    refreshing: AtomicBool,
+    watch: Mutex<Option<WatchHandle>>,
+    watch_started: AtomicBool,
+}
+
+/// The published state. It is replaced as a whole after every resolution attempt.
+struct State {
+    /// Incremented by every resolution attempt, successful or not.
+    generation: u64,
+    snapshot: Option<Arc<KeySnapshot>>,
+    /// When the next resolution is due: after the refresh interval following a success, or
+    /// after the retry delay following a failure.
+    next_attempt_at: Instant,
+    /// The first failed attempt since the last success, while the last good key is served.
+    stale_since: Option<Instant>,
+    /// The last attempt's error, until an attempt succeeds.
+    failure: Option<Arc<ChainError>>,
+    /// The key whose stale grace ended, kept to explain the error.
+    expired: Option<ExpiredKey>,
+}
+
+enum Decision {
+    Serve {
+        snapshot: Arc<KeySnapshot>,
+        refresh_due: bool,
+    },
+    Fail(RefreshError),
+    Resolve,
+}
+
+impl State {
+    fn empty(now: Instant) -> State {
+        State {
+            generation: 0,
+            snapshot: None,
+            next_attempt_at: now,
+            stale_since: None,
+            failure: None,
+            expired: None,
+        }
+    }
+
+    fn decide(&self, now: Instant, grace: Duration) -> Decision {
+        if let Some(snapshot) = &self.snapshot {
+            let within_grace = self.stale_since.is_none_or(|since| now < since + grace);
+            if within_grace {
+                return Decision::Serve {
+                    snapshot: snapshot.clone(),
+                    refresh_due: now >= self.next_attempt_at,
+                };
+            }
+        }
+
+        match &self.failure {
+            Some(chain) if now < self.next_attempt_at => Decision::Fail(RefreshError {
+                chain: chain.clone(),
+                expired: self.expired_key(grace),
+            }),
+            _ => Decision::Resolve,
+        }
+    }
+
+    /// Returns what a caller gets right after a resolution attempt.
+    fn outcome(&self, now: Instant, grace: Duration) -> Option<Result<Arc<KeySnapshot>, Error>> {
+        match self.decide(now, grace) {
+            Decision::Serve { snapshot, .. } => Some(Ok(snapshot)),
+            Decision::Fail(error) => Some(Err(Error::Refresh(error))),
+            Decision::Resolve => self.failure.as_ref().map(|chain| {
+                Err(Error::Refresh(RefreshError {
+                    chain: chain.clone(),
+                    expired: self.expired_key(grace),
+                }))
+            }),
+        }
+    }
+
+    fn expired_key(&self, grace: Duration) -> Option<ExpiredKey> {
+        match (&self.snapshot, self.stale_since) {
+            (Some(snapshot), Some(_)) => Some(ExpiredKey {
+                label: snapshot.label().to_owned(),
+                fingerprint: snapshot.fingerprint().clone(),
+                grace,
+            }),
+            _ => self.expired.clone(),
+        }
+    }
+}
+
+/// The reason a resolution runs, for the logs.
+#[derive(Clone, Copy, Debug)]
+enum Trigger {
+    /// No key can be served: cold start, or the last failure's retry delay passed.
+    Needed,
+    /// The key is older than its refresh interval.
+    Refresh,
+    /// A watched file changed.
+    FileChanged,
+    /// The gateway rejected the key.
+    Invalidated,
+}
+
+impl KeyProvider {
+    /// Starts building a provider over `chain`.
+    pub fn builder(chain: KeyChain) -> KeyProviderBuilder {
+        KeyProviderBuilder {
+            chain,
+            config: ProviderConfig {
+                style: ApiStyle::default(),
+                debug_auth: false,
+                anthropic_version: DEFAULT_ANTHROPIC_VERSION.to_owned(),
+                intervals: HashMap::new(),
+                stale_grace: DEFAULT_STALE_GRACE,
+                retry_delay: DEFAULT_RETRY_DELAY,
+                watch: WatchMode::Auto,
+            },
+        }
+    }
+
+    /// Starts building a provider from `settings`: their key chain (sources read
+    /// `environment`), API style, `debug_auth` and `anthropic_version`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Settings`] when a source's settings are invalid.
+    pub fn builder_from_settings(
+        settings: &Settings,
+        environment: &Environment,
+    ) -> Result<KeyProviderBuilder, Error> {
+        let chain = settings.key_chain(environment)?;
+        Ok(KeyProvider::builder(chain)
+            .style(settings.api_style)
+            .debug_auth(settings.debug_auth)
+            .anthropic_version(settings.anthropic_version.clone()))
+    }
+
+    /// Returns the API style of the headers.
+    pub fn style(&self) -> ApiStyle {
+        self.inner.config.style
+    }
+
+    /// Returns the chain the provider resolves.
+    pub fn chain(&self) -> &KeyChain {
+        &self.inner.chain
+    }
+
+    /// Returns the current key, resolving the chain first when no key can be served.
+    ///
+    /// While a key is fresh this is one atomic load. When the key is due for refresh, a
+    /// background task resolves the chain and this call returns the current key at once.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Refresh`] when the chain has no key, fails hard, or has failed transiently
+    /// for longer than the stale grace. A failure is returned without a new attempt until the
+    /// retry delay has passed.
+    pub async fn current(&self) -> Result<Arc<KeySnapshot>, Error> {
+        let (decision, generation) = {
+            let state = self.inner.state.load();
+            let decision = state.decide(Instant::now(), self.inner.config.stale_grace);
+            (decision, state.generation)
+        };
+
+        match decision {
+            Decision::Serve {
+                snapshot,
+                refresh_due,
+            } => {
+                if refresh_due {
+                    self.inner.spawn_refresh(generation, Trigger::Refresh);
+                }
+                Ok(snapshot)
+            }
+            Decision::Fail(error) => Err(Error::Refresh(error)),
+            Decision::Resolve => {
+                self.inner
+                    .resolve_shared(Some(generation), Trigger::Needed)
+                    .await
+            }
+        }
+    }
+
+    /// Returns the current key when one can be served, without waiting.
+    ///
+    /// When no key can be served, or the key is due for refresh, a background resolution is
+    /// started if this thread is inside a Tokio runtime.
+    pub fn try_current(&self) -> Option<Arc<KeySnapshot>> {
+        let (decision, generation) = {
+            let state = self.inner.state.load();
+            let decision = state.decide(Instant::now(), self.inner.config.stale_grace);
+            (decision, state.generation)
+        };
+
+        match decision {
+            Decision::Serve {
+                snapshot,
+                refresh_due,
+            } => {
+                if refresh_due {
+                    self.inner.spawn_refresh(generation, Trigger::Refresh);
+                }
+                Some(snapshot)
+            }
+            Decision::Fail(_) => None,
+            Decision::Resolve => {
+                self.inner.spawn_refresh(generation, Trigger::Needed);
+                None
+            }
+        }
+    }
+
+    /// Re-resolves the chain once because the gateway rejected the key with `fingerprint`.
+    ///
+    /// Nothing is resolved when that key was already replaced, or when another resolution
+    /// finished while this call waited for its turn: the current key is returned. Compare its
+    /// fingerprint with the rejected one to know whether a retry can help.
+    ///
+    /// # Errors
+    ///
+    /// As [`KeyProvider::current`].
+    pub async fn invalidate(&self, fingerprint: &Fingerprint) -> Result<Arc<KeySnapshot>, Error> {
+        let observed = self.inner.state.load().generation;
+        let inner = &self.inner;
+
+        let guard = inner.resolve_lock.lock().await;
+        let state = inner.state.load_full();
+        let replaced = state
+            .snapshot
+            .as_ref()
+            .is_none_or(|snapshot| snapshot.fingerprint() != fingerprint);
+        if state.generation != observed || replaced {
+            drop(guard);
+            return self.current().await;
+        }
+
+        tracing::info!(
+            source = %state.snapshot.as_ref().map_or("", |snapshot| snapshot.label()),
+            fingerprint = %fingerprint,
+            "re-resolving the MegaLLM API key because the gateway rejected it"
+        );
+        inner.resolve_locked(&state, Trigger::Invalidated).await
+    }
+}
+
+impl fmt::Debug for KeyProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.inner.state.load();
+        f.debug_struct("KeyProvider")
+            .field("sources", &self.inner.chain.labels())
+            .field("style", &self.inner.config.style)
+            .field("current", &state.snapshot)
+            .field("stale", &state.stale_since.is_some())
+            .finish()
+    }
+}
+
+/// Resets [`Inner::refreshing`] when a background refresh ends, even when its task is dropped.
+struct RefreshingGuard(Arc<Inner>);
+
+impl Drop for RefreshingGuard {
+    fn drop(&mut self) {
+        self.0.refreshing.store(false, Ordering::Release);
+    }
+}
+
+impl Inner {
+    /// Starts one background resolution unless one is already running or no Tokio runtime is
+    /// available on this thread.
+    fn spawn_refresh(self: &Arc<Self>, observed: u64, trigger: Trigger) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self.refreshing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+
+        let guard = RefreshingGuard(self.clone());
+        runtime.spawn(async move {
+            let inner = &guard.0;
+            // Errors are logged by the resolution and returned to foreground callers.
+            let _ = inner.resolve_shared(Some(observed), trigger).await;
+        });
+    }
+
+    /// Resolves the chain unless another resolution finished since `observed` was read, in
+    /// which case its outcome is returned. `None` always resolves.
+    async fn resolve_shared(
+        self: &Arc<Self>,
+        observed: Option<u64>,
+        trigger: Trigger,
+    ) -> Result<Arc<KeySnapshot>, Error> {
+        let _guard = self.resolve_lock.lock().await;
+        let state = self.state.load_full();
+
+        if observed.is_some_and(|generation| generation != state.generation)
+            && let Some(outcome) = state.outcome(Instant::now(), self.config.stale_grace)
+        {
+            return outcome;
+        }
+
+        self.resolve_locked(&state, trigger).await
+    }
+
+    /// Resolves the chain and publishes the new state. The caller must hold `resolve_lock`.
+    async fn resolve_locked(
+        self: &Arc<Self>,
+        previous: &State,
+        trigger: Trigger,
+    ) -> Result<Arc<KeySnapshot>, Error> {
+        self.start_watching();
+        tracing::debug!(?trigger, "resolving the MegaLLM API key");
+
+        let result = self.chain.resolve().await;
+        let now = Instant::now();
+        let config = &self.config;
+
+        let next = match result {
+            Ok(resolution) => {
+                let snapshot = Arc::new(KeySnapshot::new(resolution.resolved, config));
+                log_success(previous, &snapshot);
+                State {
+                    generation: previous.generation + 1,
+                    next_attempt_at: now + config.refresh_interval(snapshot.kind()),
+                    snapshot: Some(snapshot),
+                    stale_since: None,
+                    failure: None,
+                    expired: None,
+                }
+            }
+            Err(error) => self.failed_state(previous, Arc::new(error), now),
+        };
+
+        let outcome = next.outcome(now, config.stale_grace);
+        self.state.store(Arc::new(next));
+        outcome.expect("a resolution attempt leaves either a key or a failure")
+    }
+
+    fn failed_state(&self, previous: &State, error: Arc<ChainError>, now: Instant) -> State {
+        let config = &self.config;
+        let last_good = previous.snapshot.as_ref();
+        let transient = is_transient(&error, last_good.map(|snapshot| &**snapshot));
+        let stale_since = previous.stale_since.unwrap_or(now);
+
+        match last_good {
+            Some(snapshot) if transient && now < stale_since + config.stale_grace => {
+                let remaining = stale_since + config.stale_grace - now;
+                tracing::warn!(
+                    source = %snapshot.label(),
+                    fingerprint = %snapshot.fingerprint(),
+                    error = %error,
+                    remaining_grace_ms = remaining.as_millis() as u64,
+                    "refreshing the MegaLLM API key failed; serving the last good key"
+                );
+                State {
+                    generation: previous.generation + 1,
+                    snapshot: Some(snapshot.clone()),
+                    next_attempt_at: now + config.retry_delay,
+                    stale_since: Some(stale_since),
+                    failure: Some(error),
+                    expired: None,
+                }
+            }
+            _ => {
+                let expired = match last_good {
+                    Some(snapshot) if transient => Some(ExpiredKey {
+                        label: snapshot.label().to_owned(),
+                        fingerprint: snapshot.fingerprint().clone(),
+                        grace: config.stale_grace,
+                    }),
+                    _ => previous.expired.clone(),
+                };
+                tracing::warn!(
+                    error = %error,
+                    stale_grace_ended = expired.is_some(),
+                    "no MegaLLM API key can be served"
+                );
+                State {
+                    generation: previous.generation + 1,
+                    snapshot: None,
+                    next_attempt_at: now + config.retry_delay,
+                    stale_since: None,
+                    failure: Some(error),
+                    expired,
+                }
+            }
+        }
+    }
+
+    /// Starts watching the sources' files on the first resolution, which runs inside a Tokio
+    /// runtime.
+    fn start_watching(self: &Arc<Self>) {
+        if self.config.watch == WatchMode::Off || self.watch_started.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let paths: Vec<_> = self
+            .chain
+            .sources()
+            .iter()
+            .flat_map(|source| source.watch_paths())
+            .collect();
+        if paths.is_empty() {
+            return;
+        }
+
+        let weak: Weak<Inner> = Arc::downgrade(self);
+        let poll_interval = self.config.refresh_interval(SourceKind::SecretFile);
+        let handle = crate::watch::start(paths, self.config.watch, poll_interval, move || {
+            let weak = weak.clone();
+            async move {
+                if let Some(inner) = weak.upgrade() {
+                    // Errors are logged by the resolution and returned to foreground callers.
+                    let _ = inner.resolve_shared(None, Trigger::FileChanged).await;
+                }
+            }
+        });
+        if let Ok(mut slot) = self.watch.lock() {
+            *slot = handle;
+        }
+    }
+}
+
+fn log_success(previous: &State, snapshot: &KeySnapshot) {
+    let old = previous.snapshot.as_ref().map(|old| old.fingerprint());
+    match old {
+        Some(old) if old != snapshot.fingerprint() => tracing::info!(
+            source = %snapshot.label(),
+            old_fingerprint = %old,
+            new_fingerprint = %snapshot.fingerprint(),
+            "rotated MegaLLM API key"
+        ),
+        _ if previous.stale_since.is_some() => tracing::info!(
+            source = %snapshot.label(),
+            fingerprint = %snapshot.fingerprint(),
+            "the MegaLLM API key source recovered"
+        ),
+        _ => {}
+    }
+}
+
+/// Returns whether `error` is a failure through which the last good key may be served: the
+/// backend is unavailable, or the file that supplied the last good key is missing, as it is for
+/// a moment while Kubernetes swaps its `..data` symlink.
+fn is_transient(error: &ChainError, last_good: Option<&KeySnapshot>) -> bool {
+    match error.kind() {
+        SourceErrorKind::Unavailable => true,
+        SourceErrorKind::NotFound => last_good.is_some_and(|snapshot| {
+            let from_file = matches!(
+                snapshot.kind(),
+                SourceKind::SecretFile | SourceKind::EnvFile | SourceKind::Dotenv
+            );
+            from_file
+                && error.report().attempts.iter().any(|attempt| {
+                    attempt.label == snapshot.label() && attempt.outcome == Outcome::NotFound
+                })
+        }),
+        _ => false,
+    }
+}

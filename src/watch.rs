@@ -1,0 +1,166 @@
+//! Change detection for the files a key was read from: the directories are watched with
+//! `notify`, and a [`KeyProvider`](crate::KeyProvider) re-resolves shortly after any change.
+//!
+//! The parent directory of each file is watched, not the file: Kubernetes rotates a mounted
+//! secret by pointing the `..data` symlink in that directory at a new timestamped directory, so
+//! the file's own path never sees a write.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The way a [`KeyProvider`](crate::KeyProvider) detects that a file it read a key from changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WatchMode {
+    /// The platform's file notifications (inotify, FSEvents, ReadDirectoryChangesW), or
+    /// polling when they cannot be set up (for example when the inotify watch limit is reached).
+    #[default]
+    Auto,
+    /// Polling the directories at the file refresh interval, comparing contents.
+    Poll,
+    /// No watching: files are read again only when the refresh interval has passed.
+    Off,
+}
+
+/// Time to wait after a change before re-resolving, so that the several events of one symlink
+/// swap cause one resolution.
+#[cfg(any(feature = "secret-file", feature = "dotenv"))]
+const DEBOUNCE: Duration = Duration::from_millis(50);
+
+/// A running watcher. Dropping it stops the watcher and its task.
+pub(crate) struct WatchHandle {
+    #[cfg(any(feature = "secret-file", feature = "dotenv"))]
+    _watcher: Box<dyn notify::Watcher + Send>,
+    #[cfg(any(feature = "secret-file", feature = "dotenv"))]
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for WatchHandle {
+    fn drop(&mut self) {
+        #[cfg(any(feature = "secret-file", feature = "dotenv"))]
+        self.task.abort();
+    }
+}
+
+/// Watches the parent directories of `paths` and runs `on_change` after each burst of changes.
+/// Returns `None`, after logging why, when nothing can be watched; the provider then relies on
+/// its refresh interval.
+#[cfg(any(feature = "secret-file", feature = "dotenv"))]
+pub(crate) fn start<F, Fut>(
+    paths: Vec<PathBuf>,
+    mode: WatchMode,
+    poll_interval: Duration,
+    on_change: F,
+) -> Option<WatchHandle>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    use notify::RecursiveMode;
+
+    let mut directories: Vec<PathBuf> = paths
+        .iter()
+        .filter_map(|path| path.parent().map(|parent| parent.to_path_buf()))
+        .map(|parent| {
+            if parent.as_os_str().is_empty() {
+                PathBuf::from(".")
+            } else {
+                parent
+            }
+        })
+        .filter(|parent| parent.is_dir())
+        .collect();
+    directories.sort();
+    directories.dedup();
+    if directories.is_empty() {
+        tracing::debug!(?paths, "no directory to watch for MegaLLM API key changes");
+        return None;
+    }
+
+    let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let handler = move |event: notify::Result<notify::Event>| {
+        // Only the fact that something changed is passed on: event paths are not logged.
+        if event.is_ok() {
+            let _ = sender.send(());
+        }
+    };
+
+    let mut watcher = create_watcher(mode, poll_interval, handler)?;
+    let mut watched = 0;
+    for directory in &directories {
+        match watcher.watch(directory, RecursiveMode::NonRecursive) {
+            Ok(()) => watched += 1,
+            Err(error) => tracing::warn!(
+                directory = %directory.display(),
+                error = %error,
+                "cannot watch the directory of a MegaLLM API key file; changes are picked up at the refresh interval"
+            ),
+        }
+    }
+    if watched == 0 {
+        return None;
+    }
+
+    let task = tokio::spawn(async move {
+        while receiver.recv().await.is_some() {
+            tokio::time::sleep(DEBOUNCE).await;
+            while receiver.try_recv().is_ok() {}
+            tracing::debug!("a watched MegaLLM API key file changed");
+            on_change().await;
+        }
+    });
+
+    Some(WatchHandle {
+        _watcher: watcher,
+        task,
+    })
+}
+
+#[cfg(any(feature = "secret-file", feature = "dotenv"))]
+fn create_watcher(
+    mode: WatchMode,
+    poll_interval: Duration,
+    handler: impl notify::EventHandler + Clone,
+) -> Option<Box<dyn notify::Watcher + Send>> {
+    let poll = |handler| {
+        let config = notify::Config::default()
+            .with_poll_interval(poll_interval)
+            .with_compare_contents(true)
+            .with_follow_symlinks(true);
+        match notify::PollWatcher::new(handler, config) {
+            Ok(watcher) => Some(Box::new(watcher) as Box<dyn notify::Watcher + Send>),
+            Err(error) => {
+                tracing::warn!(error = %error, "cannot poll MegaLLM API key files; changes are picked up at the refresh interval");
+                None
+            }
+        }
+    };
+
+    match mode {
+        WatchMode::Off => None,
+        WatchMode::Poll => poll(handler),
+        WatchMode::Auto => match notify::recommended_watcher(handler.clone()) {
+            Ok(watcher) => Some(Box::new(watcher)),
+            Err(error) => {
+                tracing::warn!(error = %error, "file notifications are not available; polling MegaLLM API key files instead");
+                poll(handler)
+            }
+        },
+    }
+}
+
+/// Without a file source compiled in there is nothing to watch.
+#[cfg(not(any(feature = "secret-file", feature = "dotenv")))]
+pub(crate) fn start<F, Fut>(
+    _paths: Vec<PathBuf>,
+    _mode: WatchMode,
+    _poll_interval: Duration,
+    _on_change: F,
+) -> Option<WatchHandle>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    None
+}

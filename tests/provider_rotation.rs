@@ -1,0 +1,192 @@
+//! KeyProvider over real files: the Kubernetes `..data` symlink swap, a briefly missing file,
+//! polling and .env rotation.
+
+mod common;
+
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::{CANARY, CANARY_ROTATED, capture_logs};
+use megallm_auth::{
+    DotenvSource, Fingerprint, KeyChain, KeyProvider, SecretFileSource, SourceKind, WatchMode,
+};
+
+/// Upper bound on waiting for an event, so a broken watcher fails the test instead of hanging
+/// it. It bounds the wait; it is not a speed requirement.
+const HANG_GUARD: Duration = Duration::from_secs(20);
+
+fn fingerprint(key: &str) -> Fingerprint {
+    Fingerprint::of(key.as_bytes())
+}
+
+/// Lays out a mounted Kubernetes secret: `..<version>/api_key`, `..data -> ..<version>`,
+/// `api_key -> ..data/api_key`.
+fn mount_secret(dir: &Path, version: &str, key: &str) -> PathBuf {
+    let versioned = dir.join(format!("..{version}"));
+    std::fs::create_dir(&versioned).unwrap();
+    std::fs::write(versioned.join("api_key"), format!("{key}\n")).unwrap();
+    symlink(format!("..{version}"), dir.join("..data")).unwrap();
+    symlink("..data/api_key", dir.join("api_key")).unwrap();
+    dir.join("api_key")
+}
+
+/// Rotates the secret as the kubelet does: new versioned directory, `..data_tmp` pointing at
+/// it, rename over `..data`, delete the old directory.
+fn rotate_secret(dir: &Path, old: &str, new: &str, key: &str) {
+    let versioned = dir.join(format!("..{new}"));
+    std::fs::create_dir(&versioned).unwrap();
+    std::fs::write(versioned.join("api_key"), format!("{key}\n")).unwrap();
+    symlink(format!("..{new}"), dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    std::fs::remove_dir_all(dir.join(format!("..{old}"))).unwrap();
+}
+
+async fn wait_for_key(provider: &KeyProvider, key: &str) {
+    let deadline = tokio::time::Instant::now() + HANG_GUARD;
+    loop {
+        if let Ok(snapshot) = provider.current().await
+            && snapshot.fingerprint() == &fingerprint(key)
+        {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the provider never served the rotated key"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_swap_rotates_key() {
+    let logs = capture_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let path = mount_secret(dir.path(), "2025_01_01.1", CANARY);
+    // A long interval: only the directory watcher can deliver K2 during this test.
+    let provider = KeyProvider::builder(KeyChain::new().with(SecretFileSource::new(&path)))
+        .refresh_interval(SourceKind::SecretFile, Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    assert_eq!(provider.current().await.unwrap().fingerprint(), &fingerprint(CANARY));
+
+    // A reader runs throughout the swap and records every result.
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let provider = provider.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                seen.push(provider.current().await.map(|s| s.fingerprint().clone()));
+                tokio::task::yield_now().await;
+            }
+            seen
+        })
+    };
+    rotate_secret(dir.path(), "2025_01_01.1", "2025_01_02.2", CANARY_ROTATED);
+    wait_for_key(&provider, CANARY_ROTATED).await;
+    stop.store(true, Ordering::Relaxed);
+
+    let seen = reader.await.unwrap();
+    assert!(!seen.is_empty());
+    for result in &seen {
+        let served = result.as_ref().expect("no error during the swap");
+        assert!(
+            served == &fingerprint(CANARY) || served == &fingerprint(CANARY_ROTATED),
+            "unexpected key {served}"
+        );
+    }
+    logs.assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_file_keeps_last_key() {
+    let logs = capture_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let path = mount_secret(dir.path(), "2025_01_01.1", CANARY);
+    let provider = KeyProvider::builder(KeyChain::new().with(SecretFileSource::new(&path)))
+        .refresh_interval(SourceKind::SecretFile, Duration::from_secs(3600))
+        .retry_delay(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    provider.current().await.unwrap();
+
+    // A non-atomic swap: `..data` disappears before the new one is in place.
+    std::fs::remove_file(dir.path().join("..data")).unwrap();
+    let deadline = tokio::time::Instant::now() + HANG_GUARD;
+    while !logs.contents().contains("serving the last good key") {
+        assert!(tokio::time::Instant::now() < deadline, "the watcher never re-read the file");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let during = provider.current().await.expect("the last good key is served");
+    assert_eq!(during.fingerprint(), &fingerprint(CANARY));
+
+    let versioned = dir.path().join("..2025_01_02.2");
+    std::fs::create_dir(&versioned).unwrap();
+    std::fs::write(versioned.join("api_key"), format!("{CANARY_ROTATED}\n")).unwrap();
+    symlink("..2025_01_02.2", dir.path().join("..data")).unwrap();
+    wait_for_key(&provider, CANARY_ROTATED).await;
+
+    let contents = logs.contents();
+    let warning = contents
+        .lines()
+        .find(|line| line.contains("serving the last good key"))
+        .unwrap();
+    assert!(warning.contains(fingerprint(CANARY).as_str()), "{warning}");
+    assert!(warning.contains(&format!("file:{}", path.display())), "{warning}");
+    logs.assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polling_detects_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = mount_secret(dir.path(), "2025_01_01.1", CANARY);
+    let provider = KeyProvider::builder(KeyChain::new().with(SecretFileSource::new(&path)))
+        .refresh_interval(SourceKind::SecretFile, Duration::from_millis(200))
+        .watch(WatchMode::Poll)
+        .build()
+        .unwrap();
+    provider.current().await.unwrap();
+
+    rotate_secret(dir.path(), "2025_01_01.1", "2025_01_02.2", CANARY_ROTATED);
+
+    wait_for_key(&provider, CANARY_ROTATED).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unwatched_file_rotates_after_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = mount_secret(dir.path(), "2025_01_01.1", CANARY);
+    let provider = KeyProvider::builder(KeyChain::new().with(SecretFileSource::new(&path)))
+        .refresh_interval(SourceKind::SecretFile, Duration::from_millis(200))
+        .watch(WatchMode::Off)
+        .build()
+        .unwrap();
+    provider.current().await.unwrap();
+
+    rotate_secret(dir.path(), "2025_01_01.1", "2025_01_02.2", CANARY_ROTATED);
+
+    wait_for_key(&provider, CANARY_ROTATED).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dotenv_change_rotates_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(".env");
+    std::fs::write(&path, format!("MEGALLM_API_KEY={CANARY}\n")).unwrap();
+    let provider = KeyProvider::builder(KeyChain::new().with(DotenvSource::new(&path)))
+        .refresh_interval(SourceKind::Dotenv, Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    assert_eq!(provider.current().await.unwrap().fingerprint(), &fingerprint(CANARY));
+
+    // Written next to the file and renamed over it, so no reader sees a half-written file.
+    let staging = dir.path().join(".env.tmp");
+    std::fs::write(&staging, format!("MEGALLM_API_KEY={CANARY_ROTATED}\n")).unwrap();
+    std::fs::rename(&staging, &path).unwrap();
+
+    wait_for_key(&provider, CANARY_ROTATED).await;
+}
