@@ -65,7 +65,10 @@ fn header_injection(c: &mut Criterion) {
     });
     group.bench_function("provider_try_current", |b| {
         b.iter(|| {
-            black_box(&provider).try_current().unwrap().apply(&mut headers);
+            black_box(&provider)
+                .try_current()
+                .unwrap()
+                .apply(&mut headers);
             black_box(&headers);
         })
     });

@@ -40,7 +40,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let snapshot = provider.current().await?;
-    println!("key in use: {} from {}", snapshot.fingerprint(), snapshot.label());
+    println!(
+        "key in use: {} from {}",
+        snapshot.fingerprint(),
+        snapshot.label()
+    );
     println!("requests the gateway saw: {}", gateway.request_count());
     Ok(())
 }

@@ -66,7 +66,7 @@ pub enum HeaderError {
     /// The value contains a byte that HTTP forbids in a header (CR, LF, NUL or another control
     /// character), at this byte position.
     #[error(
-        "cannot build the {header} header: the value contains a forbidden byte (CR, LF or another control character) at byte {position}; normalise the key with ApiKey::parse first"
+        "cannot build the {header} header: the value contains a forbidden byte (CR, LF or another control character) at byte {position}; remove it where the value is stored"
     )]
     ForbiddenByte {
         /// Name of the header.

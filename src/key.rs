@@ -41,6 +41,8 @@ pub enum KeyPolicy {
 }
 
 /// Problem with a key's shape. The variants never carry any character of the key.
+///
+/// Positions count characters from 0; messages count from 1, as editors do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum KeyProblem {
@@ -122,28 +124,38 @@ impl fmt::Display for KeyProblem {
             KeyProblem::NotUtf8 => f.write_str("the key is not valid UTF-8"),
             KeyProblem::BearerPrefix => f.write_str("the key starts with `Bearer `"),
             KeyProblem::InnerWhitespace { position } => {
-                write!(f, "the key contains whitespace at character {position}")
+                write!(
+                    f,
+                    "the key contains whitespace at character {}",
+                    position + 1
+                )
             }
             KeyProblem::ControlCharacter { position } => {
                 write!(
                     f,
-                    "the key contains a control character at character {position}"
+                    "the key contains a control character at character {}",
+                    position + 1
                 )
             }
             KeyProblem::StrayQuote { position } => {
                 write!(
                     f,
-                    "the key contains a stray quote character at character {position}"
+                    "the key contains a stray quote character at character {}",
+                    position + 1
                 )
             }
             KeyProblem::NonAscii { position } => {
                 write!(
                     f,
-                    "the key contains a non-ASCII character at character {position}"
+                    "the key contains a non-ASCII character at character {}",
+                    position + 1
                 )
             }
             KeyProblem::ForeignKey { vendor } => {
-                write!(f, "the key looks like a {vendor} key, not a MegaLLM key")
+                write!(
+                    f,
+                    "the key looks like a key from {vendor}, not a MegaLLM key"
+                )
             }
             KeyProblem::MissingPrefix => f.write_str("the key does not start with `sk-mega-`"),
             KeyProblem::PrefixOnly => f.write_str("the key has nothing after `sk-mega-`"),

@@ -104,6 +104,10 @@ pub use headers::{
     X_DEBUG_AUTH,
 };
 pub use key::{ApiKey, Fingerprint, InvalidKey, KEY_PREFIX, KeyPolicy, KeyProblem};
+pub use provider::{
+    DEFAULT_FILE_REFRESH, DEFAULT_LOCAL_REFRESH, DEFAULT_REMOTE_REFRESH, DEFAULT_RETRY_DELAY,
+    DEFAULT_STALE_GRACE, KeyProvider, KeyProviderBuilder, KeySnapshot, RefreshError,
+};
 pub use source::{KeySource, Resolved, SourceError, SourceErrorKind, SourceKind, StaticSource};
 #[cfg(any(feature = "env", feature = "secret-file"))]
 pub use sources::DEFAULT_MAX_SECRET_FILE_SIZE;
@@ -120,8 +124,4 @@ pub use sources::{DotenvFile, DotenvSource};
 #[cfg(feature = "env")]
 pub use sources::{EnvFileSource, EnvSource};
 pub use sources::{default_chain, default_chain_in};
-pub use provider::{
-    DEFAULT_FILE_REFRESH, DEFAULT_LOCAL_REFRESH, DEFAULT_REMOTE_REFRESH, DEFAULT_RETRY_DELAY,
-    DEFAULT_STALE_GRACE, KeyProvider, KeyProviderBuilder, KeySnapshot, RefreshError,
-};
 pub use watch::WatchMode;

@@ -718,8 +718,7 @@ impl Inner {
     /// Starts watching the sources' files on the first resolution, which runs inside a Tokio
     /// runtime.
     fn start_watching(self: &Arc<Self>) {
-        if self.config.watch == WatchMode::Off || self.watch_started.swap(true, Ordering::AcqRel)
-        {
+        if self.config.watch == WatchMode::Off || self.watch_started.swap(true, Ordering::AcqRel) {
             return;
         }
         let paths: Vec<_> = self

@@ -319,7 +319,9 @@ impl Settings {
                 None => String::from("defaults"),
             })
             .collect();
-        settings.validate()?;
+        settings.validate(SECTION, |setting| {
+            origin_of(setting, file_origin.as_deref(), &overrides)
+        })?;
         Ok(settings)
     }
 
@@ -332,7 +334,7 @@ impl Settings {
         let mut settings = deserialize_section(config, section, None, &EnvOverrides::default())?;
         settings.sources_configured_by =
             vec![String::from("application configuration"); settings.sources.len()];
-        settings.validate()?;
+        settings.validate(section, |_| None)?;
         Ok(settings)
     }
 
@@ -472,54 +474,41 @@ impl Settings {
         })
     }
 
-    fn validate(&self) -> Result<(), SettingsError> {
+    /// Checks the values that their types alone do not constrain. `origin_of` names where a
+    /// setting came from.
+    fn validate(
+        &self,
+        section: &str,
+        origin_of: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), SettingsError> {
+        let invalid = |field: &str, message: &str| {
+            let setting = format!("{section}.{field}");
+            SettingsError::new(Some(setting.clone()), origin_of(&setting), message)
+        };
+
         if let Some(base_url) = &self.base_url {
-            check_base_url(base_url).map_err(|message| {
-                SettingsError::new(Some(format!("{SECTION}.base_url")), None, message)
+            crate::http::check_base_url(base_url).map_err(|error| match error {
+                crate::http::ClientError::InvalidBaseUrl { reason, .. } => {
+                    invalid("base_url", reason)
+                }
+                _ => invalid("base_url", "is not a valid base URL"),
             })?;
         }
         if self.timeout_secs == 0 {
-            return Err(SettingsError::new(
-                Some(format!("{SECTION}.timeout_secs")),
-                None,
-                "must be at least 1 second",
+            return Err(invalid("timeout_secs", "must be at least 1 second"));
+        }
+        if self.connect_timeout_secs == 0 {
+            return Err(invalid("connect_timeout_secs", "must be at least 1 second"));
+        }
+        let version = self.anthropic_version.as_bytes();
+        if version.is_empty() || !version.iter().all(|byte| byte.is_ascii_graphic()) {
+            return Err(invalid(
+                "anthropic_version",
+                "must be a version such as 2023-06-01, without spaces or control characters",
             ));
         }
         Ok(())
     }
-}
-
-/// Checks that `url` is an absolute http(s) URL, and https unless the host is loopback.
-///
-/// # Errors
-///
-/// A message saying what is wrong with the URL and how to fix it.
-pub fn check_base_url(url: &str) -> Result<(), String> {
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|_| String::from("is not a valid URL; write it like https://ai.megallm.io/v1"))?;
-    let host = uri
-        .host()
-        .ok_or_else(|| String::from("has no host; write it like https://ai.megallm.io/v1"))?;
-    match uri.scheme_str() {
-        Some("https") => Ok(()),
-        Some("http") if is_loopback_host(host) => Ok(()),
-        Some("http") => Err(String::from(
-            "must use https: the key would travel in clear text (plain http is allowed only for loopback hosts)",
-        )),
-        _ => Err(String::from("must start with https://")),
-    }
-}
-
-/// Returns whether `host` (as in a URL, IPv6 in brackets) is a loopback address or
-/// `localhost`.
-pub fn is_loopback_host(host: &str) -> bool {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    if bare.eq_ignore_ascii_case("localhost") {
-        return true;
-    }
-    bare.parse::<std::net::IpAddr>()
-        .is_ok_and(|address| address.is_loopback())
 }
 
 struct ConfigFile {
@@ -716,6 +705,7 @@ impl EnvOverrides {
         fields
             .get(field)
             .or_else(|| fields.get("type"))
+            .or_else(|| fields.values().next())
             .map(|(var, _)| var.as_str())
     }
 
@@ -859,16 +849,25 @@ fn deserialize_section(
         serde_path_to_error::deserialize(value).map_err(|error| describe(section, error))?;
     for (index, item) in source_items.into_iter().enumerate() {
         let prefix = format!("{section}.sources[{index}]");
-        let source = deserialize_source(item).map_err(|error| describe(&prefix, error))?;
+        let source = deserialize_source(item)
+            .map_err(|error| describe(&prefix, error))?
+            .ok_or_else(|| {
+                SettingsError::new(
+                    Some(format!("{prefix}.type")),
+                    origin_of(&format!("{prefix}.type"), file_origin, overrides),
+                    "is not a source type this build supports; check the type and the crate features",
+                )
+            })?;
         settings.sources.push(source);
     }
     Ok(settings)
 }
 
-/// Reads one `sources` entry by its `type`, which `check_source_types` has validated.
+/// Reads one `sources` entry by its `type`. Returns `None` for a type that this build does
+/// not know, which `check_source_types` has normally rejected already.
 fn deserialize_source(
     item: config::Value,
-) -> Result<SourceSettings, serde_path_to_error::Error<config::ConfigError>> {
+) -> Result<Option<SourceSettings>, serde_path_to_error::Error<config::ConfigError>> {
     let mut fields = match item.kind {
         config::ValueKind::Table(fields) => fields,
         _ => config::Map::new(),
@@ -903,15 +902,16 @@ fn deserialize_source(
         "aws_secrets_manager" => {
             SourceSettings::AwsSecretsManager(serde_path_to_error::deserialize(rest)?)
         }
-        _ => {
+        "secret_file" => {
             let fields: SecretFileFields = serde_path_to_error::deserialize(rest)?;
             SourceSettings::SecretFile {
                 path: fields.path,
                 max_size: fields.max_size,
             }
         }
+        _ => return Ok(None),
     };
-    Ok(source)
+    Ok(Some(source))
 }
 
 /// Describes what a setting takes, from its path and the kind of serde failure.
@@ -988,12 +988,9 @@ fn find_inline_key(value: &config::Value, path: &str, found: &mut Option<String>
                 find_inline_key(child, &format!("{path}[{index}]"), found);
             }
         }
-        config::ValueKind::String(text)
-            if text
-                .trim()
-                .trim_matches(['"', '\''])
-                .starts_with(KEY_PREFIX) =>
-        {
+        // Security: a key can hide inside another value, such as a URL's user information or
+        // query string, so any occurrence of the prefix counts.
+        config::ValueKind::String(text) if text.contains(KEY_PREFIX) => {
             *found = Some(path.to_owned());
         }
         _ => {}

@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::moto::{
-    REGION, SecretValue, create_secret, moto_endpoint, put_secret_value, unique_name,
+    REGION, SecretValue, create_secret, moto_endpoint, put_secret_value, require_offline_aws,
+    unique_name,
 };
 use common::{CANARY, CANARY_ROTATED, LogCapture, assert_no_canary, capture_logs};
 use megallm_auth::{
@@ -334,6 +335,7 @@ async fn stopped_server_is_unavailable() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     drop(listener);
+    require_offline_aws();
 
     let source = AwsSecretsManagerSource::builder("megallm-test/stopped")
         .region(REGION)
@@ -451,6 +453,7 @@ fn no_credentials_is_not_found() {
 #[tokio::test]
 async fn earlier_source_keeps_sdk_idle() {
     let logs = capture_logs();
+    require_offline_aws();
     let stub = Stub::start(StubReply::success_without_value()).await;
     let aws = AwsSecretsManagerSource::builder("megallm-test/lazy")
         .region(REGION)
@@ -568,6 +571,7 @@ async fn server_error_is_unavailable() {
 }
 
 fn stub_source(stub: &Stub, secret_id: &str, attempts: u32) -> AwsSecretsManagerSource {
+    require_offline_aws();
     AwsSecretsManagerSource::builder(secret_id)
         .region(REGION)
         .endpoint_url(&stub.endpoint)

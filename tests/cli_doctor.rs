@@ -244,7 +244,7 @@ fn doctor_reports_invalid_key() {
         "{text}"
     );
     let errors = stderr(&output);
-    assert!(errors.contains("whitespace at character 12"), "{errors}");
+    assert!(errors.contains("whitespace at character 13"), "{errors}");
 }
 
 #[test]

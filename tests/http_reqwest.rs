@@ -141,11 +141,18 @@ async fn unauthorized_same_key_names_source() {
         }
     );
     assert_eq!(megallm_error(&error).unwrap().kind(), ErrorKind::Gateway);
-    assert_eq!(gateway.request_count(), 2, "one success, one 401, no retry loop");
+    assert_eq!(
+        gateway.request_count(),
+        2,
+        "one success, one 401, no retry loop"
+    );
     let text = megallm_error(&error).unwrap().to_string();
     assert!(text.contains(&label), "{text}");
     assert!(text.contains(fingerprint(CANARY).as_str()), "{text}");
-    assert!(text.contains("check that the API key is valid and has not expired"), "{text}");
+    assert!(
+        text.contains("check that the API key is valid and has not expired"),
+        "{text}"
+    );
     assert_no_canary("error Display", &text);
     assert_no_canary("error Debug", &format!("{error:?}"));
     logs.assert_clean();
@@ -173,7 +180,9 @@ async fn forbidden_is_not_retried() {
         }
     );
     assert!(
-        error.to_string().ends_with("verify that the API key has the required access"),
+        error
+            .to_string()
+            .ends_with("verify that the API key has the required access"),
         "{error}"
     );
     assert_eq!(gateway.request_count(), 1);
@@ -271,7 +280,11 @@ async fn rate_limit_wait_is_capped() {
 
 #[tokio::test]
 async fn unauthorized_is_not_retried_like_rate_limit() {
-    let gateway = MockGateway::builder().key(CANARY_ROTATED).start().await.unwrap();
+    let gateway = MockGateway::builder()
+        .key(CANARY_ROTATED)
+        .start()
+        .await
+        .unwrap();
     let (policy, waits) = recording_policy();
     let client = MegaLlmClient::builder(static_provider(CANARY, ApiStyle::OpenAi))
         .base_url(gateway.openai_base_url())
@@ -303,13 +316,20 @@ async fn cross_origin_redirect_drops_credentials() {
         let response = client.get("v1/models").send().await.unwrap();
 
         // The mock has no /v1/models, so the other server returns 404.
-        assert_eq!(response.status(), 404, "{style}: the request reached the other server");
+        assert_eq!(
+            response.status(),
+            404,
+            "{style}: the request reached the other server"
+        );
         assert_eq!(gateway.request_count(), 1);
         let arrived = elsewhere.requests();
         assert_eq!(arrived.len(), 1, "{style}: the redirect was followed");
         assert!(arrived[0].credential_headers().is_empty(), "{style}");
         assert!(!arrived[0].headers.contains_key("x-debug-auth"), "{style}");
-        assert!(!arrived[0].headers.contains_key("anthropic-version"), "{style}");
+        assert!(
+            !arrived[0].headers.contains_key("anthropic-version"),
+            "{style}"
+        );
     }
 }
 
@@ -340,15 +360,27 @@ async fn same_origin_redirect_keeps_credentials() {
 
 #[test]
 fn plain_http_to_remote_host_is_rejected() {
-    for url in ["http://ai.megallm.io/v1", "http://192.0.2.10:8080/v1", "ftp://ai.megallm.io"] {
+    for url in [
+        "http://ai.megallm.io/v1",
+        "http://192.0.2.10:8080/v1",
+        "ftp://ai.megallm.io",
+    ] {
         let error = MegaLlmClient::builder(static_provider(CANARY, ApiStyle::OpenAi))
             .base_url(url)
             .build()
             .unwrap_err();
         assert_eq!(error.kind(), ErrorKind::Misconfigured, "{url}");
-        assert!(error.to_string().contains("invalid MegaLLM base URL"), "{url}: {error}");
+        assert!(
+            error.to_string().contains("invalid MegaLLM base URL"),
+            "{url}: {error}"
+        );
     }
-    for url in ["https://ai.megallm.io/v1", "http://127.0.0.1:9/v1", "http://[::1]:9", "http://localhost:9"] {
+    for url in [
+        "https://ai.megallm.io/v1",
+        "http://127.0.0.1:9/v1",
+        "http://[::1]:9",
+        "http://localhost:9",
+    ] {
         assert!(
             MegaLlmClient::builder(static_provider(CANARY, ApiStyle::OpenAi))
                 .base_url(url)
@@ -395,12 +427,18 @@ async fn rotation_in_flight_sends_whole_keys() {
         assert_eq!(request.await.unwrap().unwrap(), 200);
     }
 
-    let allowed = [format!("Bearer {CANARY}"), format!("Bearer {CANARY_ROTATED}")];
+    let allowed = [
+        format!("Bearer {CANARY}"),
+        format!("Bearer {CANARY_ROTATED}"),
+    ];
     let sent = credentials_of(&gateway);
     assert_eq!(sent.len(), 200);
     for credentials in sent {
         assert_eq!(credentials.len(), 1, "exactly one credential header");
-        assert!(allowed.contains(&credentials[0]), "a mixed or empty key was sent");
+        assert!(
+            allowed.contains(&credentials[0]),
+            "a mixed or empty key was sent"
+        );
     }
 }
 
@@ -417,6 +455,9 @@ async fn client_from_settings_sends_key() {
 
     assert_eq!(response.status(), 200);
     let request = &gateway.requests()[0];
-    assert_eq!(request.headers["authorization"].as_bytes(), format!("Bearer {CANARY}").as_bytes());
+    assert_eq!(
+        request.headers["authorization"].as_bytes(),
+        format!("Bearer {CANARY}").as_bytes()
+    );
     assert_eq!(request.headers["x-debug-auth"], "true");
 }

@@ -31,12 +31,9 @@ impl CloneBody for OneShot {
 }
 
 /// An inner service that sends `http` requests with reqwest and returns the body as bytes.
-fn reqwest_service<B: Into<reqwest::Body> + Send + 'static>() -> impl Service<
-    http::Request<B>,
-    Response = http::Response<Bytes>,
-    Error = BoxError,
-    Future = impl Send,
-> + Clone
+fn reqwest_service<B: Into<reqwest::Body> + Send + 'static>()
+-> impl Service<http::Request<B>, Response = http::Response<Bytes>, Error = BoxError, Future = impl Send>
++ Clone
 + Send
 + 'static {
     let client = reqwest::Client::builder()
@@ -86,8 +83,11 @@ fn gateway_error(error: &BoxError) -> &GatewayError {
 #[tokio::test]
 async fn layer_sends_one_credential() {
     let gateway = MockGateway::builder().key(CANARY).start().await.unwrap();
-    let layer = MegaLlmAuthLayer::new(provider(CANARY, ApiStyle::OpenAi), &gateway.openai_base_url())
-        .unwrap();
+    let layer = MegaLlmAuthLayer::new(
+        provider(CANARY, ApiStyle::OpenAi),
+        &gateway.openai_base_url(),
+    )
+    .unwrap();
     let service = layer.layer(reqwest_service::<String>());
 
     let response = service
@@ -99,7 +99,10 @@ async fn layer_sends_one_credential() {
     let credentials = gateway.requests()[0].credential_headers();
     assert_eq!(credentials.len(), 1);
     assert_eq!(credentials[0].0, "authorization");
-    assert_eq!(credentials[0].1.as_bytes(), format!("Bearer {CANARY}").as_bytes());
+    assert_eq!(
+        credentials[0].1.as_bytes(),
+        format!("Bearer {CANARY}").as_bytes()
+    );
 }
 
 #[tokio::test]
@@ -134,8 +137,11 @@ async fn layer_retries_rate_limit() {
 async fn uncloneable_body_is_not_retried() {
     let gateway = MockGateway::builder().key(CANARY).start().await.unwrap();
     gateway.push_response(ScriptedResponse::rate_limited(Some("1")));
-    let layer = MegaLlmAuthLayer::new(provider(CANARY, ApiStyle::OpenAi), &gateway.openai_base_url())
-        .unwrap();
+    let layer = MegaLlmAuthLayer::new(
+        provider(CANARY, ApiStyle::OpenAi),
+        &gateway.openai_base_url(),
+    )
+    .unwrap();
     let service = layer.layer(reqwest_service::<OneShot>());
 
     let error = service
@@ -155,9 +161,16 @@ async fn uncloneable_body_is_not_retried() {
 
 #[tokio::test]
 async fn layer_unauthorized_names_source() {
-    let gateway = MockGateway::builder().key(CANARY_ROTATED).start().await.unwrap();
-    let layer = MegaLlmAuthLayer::new(provider(CANARY, ApiStyle::OpenAi), &gateway.openai_base_url())
+    let gateway = MockGateway::builder()
+        .key(CANARY_ROTATED)
+        .start()
+        .await
         .unwrap();
+    let layer = MegaLlmAuthLayer::new(
+        provider(CANARY, ApiStyle::OpenAi),
+        &gateway.openai_base_url(),
+    )
+    .unwrap();
     let service = layer.layer(reqwest_service::<String>());
 
     let error = service
@@ -184,8 +197,11 @@ async fn layer_forbidden_has_remedy() {
         .start()
         .await
         .unwrap();
-    let layer = MegaLlmAuthLayer::new(provider(CANARY, ApiStyle::OpenAi), &gateway.openai_base_url())
-        .unwrap();
+    let layer = MegaLlmAuthLayer::new(
+        provider(CANARY, ApiStyle::OpenAi),
+        &gateway.openai_base_url(),
+    )
+    .unwrap();
     let service = layer.layer(reqwest_service::<String>());
 
     let error = service
@@ -193,8 +209,15 @@ async fn layer_forbidden_has_remedy() {
         .await
         .unwrap_err();
 
-    assert!(matches!(gateway_error(&error), GatewayError::Forbidden { .. }));
-    assert!(error.to_string().ends_with("verify that the API key has the required access"));
+    assert!(matches!(
+        gateway_error(&error),
+        GatewayError::Forbidden { .. }
+    ));
+    assert!(
+        error
+            .to_string()
+            .ends_with("verify that the API key has the required access")
+    );
     assert_eq!(gateway.request_count(), 1);
 }
 
@@ -202,11 +225,8 @@ async fn layer_forbidden_has_remedy() {
 async fn other_origin_gets_no_credentials() {
     let gateway = MockGateway::builder().key(CANARY).start().await.unwrap();
     let elsewhere = MockGateway::builder().key(CANARY).start().await.unwrap();
-    let layer = MegaLlmAuthLayer::new(
-        provider(CANARY, ApiStyle::Anthropic),
-        &gateway.base_url(),
-    )
-    .unwrap();
+    let layer =
+        MegaLlmAuthLayer::new(provider(CANARY, ApiStyle::Anthropic), &gateway.base_url()).unwrap();
     let service = layer.layer(reqwest_service::<String>());
 
     let response = service
@@ -221,8 +241,11 @@ async fn other_origin_gets_no_credentials() {
 
 #[test]
 fn layer_rejects_remote_http() {
-    let error = MegaLlmAuthLayer::new(provider(CANARY, ApiStyle::OpenAi), "http://ai.megallm.io/v1")
-        .unwrap_err();
+    let error = MegaLlmAuthLayer::new(
+        provider(CANARY, ApiStyle::OpenAi),
+        "http://ai.megallm.io/v1",
+    )
+    .unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Misconfigured);
 }
 
@@ -236,14 +259,21 @@ async fn openai_config_points_at_gateway() {
         .build()
         .unwrap();
 
-    let config = megallm_auth::http::openai::config_with_base_url(&provider, &gateway.openai_base_url())
-        .await
-        .unwrap();
+    let config =
+        megallm_auth::http::openai::config_with_base_url(&provider, &gateway.openai_base_url())
+            .await
+            .unwrap();
 
     assert_eq!(config.api_base(), gateway.openai_base_url());
-    assert_eq!(config.url("/chat/completions"), gateway.url("/v1/chat/completions"));
+    assert_eq!(
+        config.url("/chat/completions"),
+        gateway.url("/v1/chat/completions")
+    );
     let headers = config.headers();
-    assert_eq!(headers["authorization"].as_bytes(), format!("Bearer {CANARY}").as_bytes());
+    assert_eq!(
+        headers["authorization"].as_bytes(),
+        format!("Bearer {CANARY}").as_bytes()
+    );
     assert_eq!(headers["x-debug-auth"], "true");
     assert!(!headers.contains_key("openai-organization"));
 

@@ -72,7 +72,11 @@ impl KeySource for Shared {
         if let Some(kind) = *self.0.failure.lock().unwrap() {
             return Err(SourceError::new(kind, "test:backend", "backend refused"));
         }
-        let key = ApiKey::parse(&self.0.key.lock().unwrap(), "test:backend", KeyPolicy::Strict)?;
+        let key = ApiKey::parse(
+            &self.0.key.lock().unwrap(),
+            "test:backend",
+            KeyPolicy::Strict,
+        )?;
         Ok(Resolved::new(key, "test:backend", self.0.kind).with_version("v1"))
     }
 }
@@ -137,13 +141,20 @@ async fn refresh_ahead_keeps_old_key_meanwhile() {
     backend.set_key(CANARY_ROTATED);
 
     tokio::time::advance(Duration::from_secs(59)).await;
-    assert_eq!(provider.current().await.unwrap().fingerprint(), &fingerprint(CANARY));
+    assert_eq!(
+        provider.current().await.unwrap().fingerprint(),
+        &fingerprint(CANARY)
+    );
     settle().await;
     assert_eq!(backend.calls(), 1, "no refresh before the interval");
 
     tokio::time::advance(Duration::from_secs(2)).await;
     let during = provider.current().await.unwrap();
-    assert_eq!(during.fingerprint(), &fingerprint(CANARY), "old key while refreshing");
+    assert_eq!(
+        during.fingerprint(),
+        &fingerprint(CANARY),
+        "old key while refreshing"
+    );
     settle().await;
 
     let after = provider.current().await.unwrap();
@@ -185,7 +196,10 @@ async fn stale_grace_serves_then_fails() {
 
     // The refresh at 11 s fails: the stale grace runs from then until 41 s.
     tokio::time::advance(Duration::from_secs(11)).await;
-    assert_eq!(provider.current().await.unwrap().fingerprint(), &fingerprint(CANARY));
+    assert_eq!(
+        provider.current().await.unwrap().fingerprint(),
+        &fingerprint(CANARY)
+    );
     settle().await;
     assert_eq!(backend.calls(), 2);
 
@@ -236,7 +250,10 @@ async fn source_recovery_ends_stale_period() {
     settle().await;
 
     tokio::time::advance(Duration::from_secs(10)).await;
-    let served = provider.current().await.expect("recovered, so no grace applies");
+    let served = provider
+        .current()
+        .await
+        .expect("recovered, so no grace applies");
     assert_eq!(served.fingerprint(), &fingerprint(CANARY_ROTATED));
 }
 
@@ -273,8 +290,14 @@ async fn failure_is_cached_for_retry_delay() {
         .build()
         .unwrap();
 
-    assert_eq!(provider.current().await.unwrap_err().kind(), ErrorKind::NotFound);
-    assert_eq!(provider.current().await.unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(
+        provider.current().await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        provider.current().await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
     assert_eq!(backend.calls(), 1);
 
     backend.fail_with(None);
@@ -333,9 +356,15 @@ async fn rotation_logs_both_fingerprints() {
     let contents = logs.contents();
     let line = contents
         .lines()
-        .find(|line| line.contains("rotated MegaLLM API key") && line.contains(fingerprint(CANARY_ROTATED).as_str()))
+        .find(|line| {
+            line.contains("rotated MegaLLM API key")
+                && line.contains(fingerprint(CANARY_ROTATED).as_str())
+        })
         .unwrap_or_else(|| panic!("no rotation line in {contents}"));
-    assert!(line.contains(&format!("old_fingerprint={}", fingerprint(CANARY))), "{line}");
+    assert!(
+        line.contains(&format!("old_fingerprint={}", fingerprint(CANARY))),
+        "{line}"
+    );
     assert!(line.contains("source=test:backend"), "{line}");
     logs.assert_clean();
 }
@@ -383,7 +412,9 @@ async fn try_current_never_waits() {
     assert!(provider.try_current().is_none());
     settle().await;
 
-    let snapshot = provider.try_current().expect("the background resolution finished");
+    let snapshot = provider
+        .try_current()
+        .expect("the background resolution finished");
     assert_eq!(snapshot.fingerprint(), &fingerprint(CANARY));
     assert_eq!(backend.calls(), 1);
 }

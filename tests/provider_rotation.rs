@@ -70,7 +70,10 @@ async fn kubernetes_swap_rotates_key() {
         .refresh_interval(SourceKind::SecretFile, Duration::from_secs(3600))
         .build()
         .unwrap();
-    assert_eq!(provider.current().await.unwrap().fingerprint(), &fingerprint(CANARY));
+    assert_eq!(
+        provider.current().await.unwrap().fingerprint(),
+        &fingerprint(CANARY)
+    );
 
     // A reader runs throughout the swap and records every result.
     let stop = Arc::new(AtomicBool::new(false));
@@ -118,10 +121,16 @@ async fn missing_file_keeps_last_key() {
     std::fs::remove_file(dir.path().join("..data")).unwrap();
     let deadline = tokio::time::Instant::now() + HANG_GUARD;
     while !logs.contents().contains("serving the last good key") {
-        assert!(tokio::time::Instant::now() < deadline, "the watcher never re-read the file");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the watcher never re-read the file"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let during = provider.current().await.expect("the last good key is served");
+    let during = provider
+        .current()
+        .await
+        .expect("the last good key is served");
     assert_eq!(during.fingerprint(), &fingerprint(CANARY));
 
     let versioned = dir.path().join("..2025_01_02.2");
@@ -136,7 +145,10 @@ async fn missing_file_keeps_last_key() {
         .find(|line| line.contains("serving the last good key"))
         .unwrap();
     assert!(warning.contains(fingerprint(CANARY).as_str()), "{warning}");
-    assert!(warning.contains(&format!("file:{}", path.display())), "{warning}");
+    assert!(
+        warning.contains(&format!("file:{}", path.display())),
+        "{warning}"
+    );
     logs.assert_clean();
 }
 
@@ -181,7 +193,10 @@ async fn dotenv_change_rotates_key() {
         .refresh_interval(SourceKind::Dotenv, Duration::from_secs(3600))
         .build()
         .unwrap();
-    assert_eq!(provider.current().await.unwrap().fingerprint(), &fingerprint(CANARY));
+    assert_eq!(
+        provider.current().await.unwrap().fingerprint(),
+        &fingerprint(CANARY)
+    );
 
     // Written next to the file and renamed over it, so no reader sees a half-written file.
     let staging = dir.path().join(".env.tmp");

@@ -383,7 +383,12 @@ fn plain_http_base_url_rejected() {
     .unwrap_err();
 
     assert_eq!(error.setting(), Some("megallm.base_url"));
-    assert!(error.message().starts_with("must use https"), "{error}");
+    assert!(
+        error
+            .message()
+            .starts_with("plain http is allowed only to a loopback host"),
+        "{error}"
+    );
 
     for loopback in [
         "http://127.0.0.1:8080/v1",
@@ -478,4 +483,130 @@ fn aws_source_conflict_names_setting() {
 
     assert_eq!(error.setting(), Some("megallm.sources[0]"));
     assert!(error.message().contains("version_stage"), "{error}");
+}
+
+#[test]
+fn key_inside_base_url_rejected() {
+    let directory = tempfile::tempdir().unwrap();
+
+    for url in [
+        format!("https://{CANARY}@gateway.example.test/v1"),
+        format!("http://127.0.0.1:1/v1?key={CANARY}"),
+    ] {
+        let error = load(directory.path(), &[("MEGALLM__BASE_URL", url.as_str())]).unwrap_err();
+
+        assert_eq!(error.setting(), Some("megallm.base_url"));
+        assert_eq!(
+            error.origin(),
+            Some("environment variable MEGALLM__BASE_URL")
+        );
+        assert!(error.message().contains("looks like an API key"), "{error}");
+        assert_error_clean(&error);
+    }
+}
+
+#[test]
+fn base_url_user_info_rejected() {
+    let directory = tempfile::tempdir().unwrap();
+
+    let error = load(
+        directory.path(),
+        &[(
+            "MEGALLM__BASE_URL",
+            "https://admin:hunter2@gateway.example.test/v1",
+        )],
+    )
+    .unwrap_err();
+
+    assert_eq!(error.setting(), Some("megallm.base_url"));
+    assert_eq!(
+        error.origin(),
+        Some("environment variable MEGALLM__BASE_URL")
+    );
+    assert!(error.message().contains("user information"), "{error}");
+    assert!(!error.to_string().contains("hunter2"), "{error}");
+}
+
+#[test]
+fn zero_timeouts_name_their_file() {
+    let directory = tempfile::tempdir().unwrap();
+    let file_origin = format!("file {}", directory.path().join("megallm.toml").display());
+
+    for field in ["timeout_secs", "connect_timeout_secs"] {
+        write_config(directory.path(), &format!("[megallm]\n{field} = 0\n"));
+
+        let error = load(directory.path(), &[]).unwrap_err();
+
+        assert_eq!(error.setting(), Some(format!("megallm.{field}").as_str()));
+        assert_eq!(error.origin(), Some(file_origin.as_str()));
+        assert_eq!(error.message(), "must be at least 1 second");
+    }
+}
+
+#[test]
+fn control_byte_in_anthropic_version() {
+    let directory = tempfile::tempdir().unwrap();
+    write_config(
+        directory.path(),
+        "[megallm]\nanthropic_version = \"2023-06-01\\u0007\"\n",
+    );
+
+    let error = load(directory.path(), &[]).unwrap_err();
+
+    assert_eq!(error.setting(), Some("megallm.anthropic_version"));
+    assert!(
+        error
+            .message()
+            .starts_with("must be a version such as 2023-06-01"),
+        "{error}"
+    );
+}
+
+#[test]
+fn source_field_without_type_names_variable() {
+    let directory = tempfile::tempdir().unwrap();
+
+    let error = load(
+        directory.path(),
+        &[("MEGALLM__SOURCES__0__VAR", "OTHER_KEY")],
+    )
+    .unwrap_err();
+
+    assert_eq!(error.setting(), Some("megallm.sources[0].type"));
+    assert_eq!(
+        error.origin(),
+        Some("environment variable MEGALLM__SOURCES__0__VAR")
+    );
+}
+
+#[cfg(feature = "vault")]
+#[test]
+fn vault_source_from_settings() {
+    let directory = tempfile::tempdir().unwrap();
+    write_config(
+        directory.path(),
+        "[[megallm.sources]]\ntype = \"vault\"\naddress = \"https://vault.example.test:8200\"\nmount = \"secret\"\npath = \"megallm\"\n",
+    );
+
+    let settings = load(
+        directory.path(),
+        &[
+            ("MEGALLM__SOURCES__0__AUTH__METHOD", "approle"),
+            ("MEGALLM__SOURCES__0__AUTH__ROLE_ID", "service-role"),
+            (
+                "MEGALLM__SOURCES__0__AUTH__SECRET_ID_ENV",
+                "SERVICE_SECRET_ID",
+            ),
+        ],
+    )
+    .unwrap();
+
+    let SourceSettings::Vault(vault) = &settings.sources[0] else {
+        panic!("expected a Vault source, got {:?}", settings.sources[0]);
+    };
+    assert_eq!(vault.mount, "secret");
+    let chain = settings
+        .key_chain(&Environment::from_pairs::<_, &str, &str>([]))
+        .unwrap();
+    assert_eq!(chain.labels(), ["vault:secret/megallm#api_key"]);
 }

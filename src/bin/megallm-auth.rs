@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use megallm_auth::settings::{LoadOptions, Settings, SettingsError};
-use megallm_auth::{ChainError, Environment, ResolutionReport, SourceErrorKind};
+use megallm_auth::{ChainError, Environment, SourceErrorKind};
 use serde_json::json;
 
 /// Check how a service will load its MegaLLM API key.
@@ -21,8 +21,9 @@ enum Command {
     /// Load the settings, resolve the key through the configured sources and print the
     /// resolution report. The key itself is never printed.
     ///
-    /// Exit status: 0 when a key was found, 1 when no source had one, 2 for invalid settings,
-    /// 3 when a source failed (invalid key, access denied, backend unavailable).
+    /// Exit status: 0 when a key was found, 1 when no source had one, 2 for invalid settings
+    /// or a misconfigured source, 3 when a source failed otherwise (invalid key, access
+    /// denied, backend unavailable).
     Doctor {
         /// Configuration file to read instead of MEGALLM_CONFIG or ./megallm.toml.
         #[arg(long, value_name = "FILE")]
@@ -38,12 +39,20 @@ const EXIT_SETTINGS: u8 = 2;
 const EXIT_SOURCE_FAILED: u8 = 3;
 
 fn main() -> ExitCode {
+    let filter = match std::env::var("MEGALLM_LOG") {
+        Err(_) => tracing_subscriber::EnvFilter::new("warn"),
+        Ok(directives) => {
+            tracing_subscriber::EnvFilter::try_new(&directives).unwrap_or_else(|error| {
+                eprintln!(
+                    "megallm-auth: ignoring invalid MEGALLM_LOG ({error}); logging warnings only"
+                );
+                tracing_subscriber::EnvFilter::new("warn")
+            })
+        }
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MEGALLM_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
+        .with_env_filter(filter)
         .init();
 
     let cli = Cli::parse();
@@ -161,7 +170,7 @@ fn report_chain_error(settings: &Settings, error: &ChainError, json: bool) -> Ex
         println!("{output:#}");
     } else {
         print_settings(settings);
-        print_report(error.report());
+        print!("{}", error.report());
         eprintln!("error: {error}");
         eprintln!("what to do: {remedy}");
     }
@@ -170,10 +179,6 @@ fn report_chain_error(settings: &Settings, error: &ChainError, json: bool) -> Ex
         SourceErrorKind::Misconfigured => ExitCode::from(EXIT_SETTINGS),
         _ => ExitCode::from(EXIT_SOURCE_FAILED),
     }
-}
-
-fn print_report(report: &ResolutionReport) {
-    print!("{report}");
 }
 
 fn remedy(kind: SourceErrorKind) -> &'static str {

@@ -105,7 +105,9 @@ impl fmt::Display for GatewayError {
                     "MegaLLM answered 401 Unauthorized for the API key {fingerprint} from {source_label}"
                 )?;
                 if *retried {
-                    f.write_str(", also after the key was re-resolved and the request retried once")?;
+                    f.write_str(
+                        ", also after the key was re-resolved and the request retried once",
+                    )?;
                 }
                 write!(f, "; {REMEDY_UNAUTHORIZED}")
             }
@@ -181,9 +183,12 @@ impl std::error::Error for ClientError {
 pub fn check_base_url(url: &str) -> Result<Uri, ClientError> {
     let invalid = |origin: String, reason| ClientError::InvalidBaseUrl { origin, reason };
 
-    let uri: Uri = url
-        .parse()
-        .map_err(|_| invalid(String::from("(unparseable)"), "not an absolute URL; use https://host/path"))?;
+    let uri: Uri = url.parse().map_err(|_| {
+        invalid(
+            String::from("(unparseable)"),
+            "not an absolute URL; use https://host/path",
+        )
+    })?;
     let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
         return Err(invalid(
             String::from("(unparseable)"),
@@ -223,7 +228,8 @@ pub fn is_loopback_host(host: &str) -> bool {
         .strip_prefix('[')
         .and_then(|inner| inner.strip_suffix(']'))
         .unwrap_or(host);
-    bare.parse::<IpAddr>().is_ok_and(|address| address.is_loopback())
+    bare.parse::<IpAddr>()
+        .is_ok_and(|address| address.is_loopback())
 }
 
 /// Scheme, host and port of a URI, compared to decide whether credentials may be sent.

@@ -61,7 +61,11 @@ pub async fn config_with_base_url(
         .with_api_key(snapshot.key().expose_secret())
         .with_org_id("")
         .with_project_id("");
-    if snapshot.headers().to_header_map().contains_key(X_DEBUG_AUTH) {
+    if snapshot
+        .headers()
+        .to_header_map()
+        .contains_key(X_DEBUG_AUTH)
+    {
         config = config
             .with_header(X_DEBUG_AUTH, "true")
             .expect("\"true\" is a valid header value");

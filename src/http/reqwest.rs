@@ -112,7 +112,13 @@ fn fail(error: impl Into<Error>) -> reqwest_middleware::Error {
 
 /// Removes every header that authenticates a request.
 fn strip_credentials(headers: &mut http::HeaderMap) {
-    for name in [AUTHORIZATION, X_API_KEY, X_DEBUG_AUTH, PROXY_AUTHORIZATION, COOKIE] {
+    for name in [
+        AUTHORIZATION,
+        X_API_KEY,
+        X_DEBUG_AUTH,
+        PROXY_AUTHORIZATION,
+        COOKIE,
+    ] {
         headers.remove(name);
     }
     headers.remove(ANTHROPIC_VERSION);
@@ -229,7 +235,9 @@ impl Middleware for MegaLlmAuth {
                             attempts: rate_limit_retries + 1,
                         }));
                     };
-                    let delay = self.policy.rate_limit_delay(retry_after, rate_limit_retries);
+                    let delay = self
+                        .policy
+                        .rate_limit_delay(retry_after, rate_limit_retries);
                     tracing::warn!(
                         retry = rate_limit_retries + 1,
                         delay_ms = delay.as_millis() as u64,
@@ -263,7 +271,12 @@ fn redirect_request(
     if becomes_get {
         let mut follow = Request::new(Method::GET, target);
         *follow.headers_mut() = spare.headers().clone();
-        for name in [CONTENT_TYPE, CONTENT_LENGTH, CONTENT_ENCODING, TRANSFER_ENCODING] {
+        for name in [
+            CONTENT_TYPE,
+            CONTENT_LENGTH,
+            CONTENT_ENCODING,
+            TRANSFER_ENCODING,
+        ] {
             follow.headers_mut().remove(name);
         }
         *follow.timeout_mut() = spare.timeout().copied();
@@ -420,7 +433,8 @@ impl MegaLlmClientBuilder {
             reason: "not an absolute URL; use https://host/path",
         })?;
 
-        let mut builder = ::reqwest::Client::builder().redirect(::reqwest::redirect::Policy::none());
+        let mut builder =
+            ::reqwest::Client::builder().redirect(::reqwest::redirect::Policy::none());
         if let Some(timeout) = self.timeout {
             builder = builder.timeout(timeout);
         }

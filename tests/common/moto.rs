@@ -10,7 +10,20 @@ use tracing::instrument::WithSubscriber;
 /// Region every moto test uses.
 pub const REGION: &str = "us-east-1";
 
+/// Panics unless `AWS_EC2_METADATA_DISABLED=true`, as `scripts/test` sets it. Without it, the
+/// SDK's default credential chain would ask the instance metadata service when a test has no
+/// static credentials.
+pub fn require_offline_aws() {
+    let metadata_disabled =
+        std::env::var("AWS_EC2_METADATA_DISABLED").is_ok_and(|value| value == "true");
+    assert!(
+        metadata_disabled,
+        "AWS_EC2_METADATA_DISABLED=true is not set; run the suite with scripts/test, which sets it so that no test reaches instance metadata"
+    );
+}
+
 pub fn moto_endpoint() -> String {
+    require_offline_aws();
     match std::env::var("MEGALLM_TEST_MOTO_ENDPOINT") {
         Ok(endpoint) if !endpoint.is_empty() => endpoint,
         _ => panic!(
