@@ -226,6 +226,39 @@ async fn denied_read_has_kv2_policy_hint() {
     logs.assert_clean();
 }
 
+/// A token that may read the KV v2 data paths but not `sys/mounts` makes the source try both
+/// layouts. A 404 in one and a 403 in the other is a missing secret, not a denied read.
+#[tokio::test]
+async fn missing_secret_with_narrow_policy() {
+    let logs = capture_logs();
+    let admin = shared_server();
+    let mount = kv2_with_secret(&admin).await;
+    let policy = unique("data-only");
+    admin
+        .policy(
+            &policy,
+            &format!("path \"{mount}/data/*\" {{ capabilities = [\"read\"] }}"),
+        )
+        .await;
+    let token = admin.token(&[&policy], "1h", true).await;
+
+    let source = VaultSource::builder(&mount, "nosuch")
+        .environment(environment(&admin.address, &[("VAULT_TOKEN", &token)]))
+        .build()
+        .unwrap();
+    let error = source.resolve().await.unwrap_err();
+
+    assert_eq!(error.kind(), SourceErrorKind::NotFound);
+    let message = error.message();
+    assert!(
+        message.contains(&format!("no secret at {mount}/data/nosuch (KV v2)")),
+        "{message}"
+    );
+    assert!(message.contains("set kv_version = 2"), "{message}");
+    assert_no_leak(Some(&error), &source, &[&token, &admin.token]);
+    logs.assert_clean();
+}
+
 #[tokio::test]
 async fn denied_read_has_kv1_policy_hint() {
     let _logs = capture_logs();

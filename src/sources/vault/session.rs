@@ -307,8 +307,10 @@ impl VaultSource {
                 self.path
             ),
             Some(KvVersion::V1) => format!(
-                "path \"{}\" {{ capabilities = [\"read\"] }}",
-                KvVersion::V1.api_path(&self.mount, &self.path)
+                "path \"{}\" {{ capabilities = [\"read\"] }}; if the mount is KV v2, set \
+                 kv_version = 2 and grant \"{}\" instead",
+                KvVersion::V1.api_path(&self.mount, &self.path),
+                KvVersion::V2.api_path(&self.mount, &self.path)
             ),
             None => format!(
                 "path \"{}\" {{ capabilities = [\"read\"] }} for KV v2 (or \"{}\" for KV v1)",
@@ -320,7 +322,8 @@ impl VaultSource {
             &self.label,
             format!(
                 "permission denied reading mount {}, path {} from {} with the {}; the token's \
-                 policy needs {policy}",
+                 policy needs {policy}. Vault also answers 403 for a mount or path outside the \
+                 token's policy, so check mount and path first",
                 self.mount,
                 self.path,
                 self.location(),
@@ -583,8 +586,28 @@ impl VaultSource {
             Err(failure) => failure,
         };
 
-        if v2_failure.is_forbidden() || v1_failure.is_forbidden() {
+        if v2_failure.is_forbidden() && v1_failure.is_forbidden() {
             return Err(ReadError::Forbidden);
+        }
+        // One layout answered 404 and the other 403: the token may read where the secret
+        // would be in one layout, and it is not there. Reporting "denied" would point at a
+        // policy that is already right.
+        if v2_failure.is_forbidden() || v1_failure.is_forbidden() {
+            let (missing, denied) = if v2_failure.is_forbidden() {
+                (KvVersion::V1, KvVersion::V2)
+            } else {
+                (KvVersion::V2, KvVersion::V1)
+            };
+            return Err(self
+                .missing(format!(
+                    "no secret at {} (KV v{missing}) in {}, and the token may not read {} (KV \
+                     v{denied}); check the path, and set kv_version = {missing} to skip the \
+                     other layout",
+                    missing.api_path(&self.mount, &self.path),
+                    self.location(),
+                    denied.api_path(&self.mount, &self.path),
+                ))
+                .into());
         }
         let no_route = matches!(v2_failure, Failure::Status { no_route: true, .. });
         let message = if no_route {
