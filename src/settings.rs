@@ -841,7 +841,7 @@ fn deserialize_section(
         let origin = origin_of(&setting, file_origin, overrides);
         // Security: the inner serde or config message can quote the value; only the path
         // and our own description of the expected value are shown.
-        let message = describe_expected(&path, error.inner());
+        let message = describe_expected(&setting, error.inner());
         SettingsError::new(Some(setting), origin, message)
     };
 
@@ -918,9 +918,12 @@ fn deserialize_source(
 fn describe_expected(path: &str, error: &config::ConfigError) -> String {
     let inner_text = error.to_string();
     if inner_text.contains("unknown field") {
-        return String::from(
-            "is not a known setting; check the spelling against docs/configuration.md",
-        );
+        let guide = if path.contains(".sources[") {
+            "the source's guide (docs/sources.md, docs/aws.md or docs/vault.md)"
+        } else {
+            "docs/configuration.md"
+        };
+        return format!("is not a known setting; check the spelling against {guide}");
     }
     // serde writes "missing field `path`", and config writes "missing configuration field
     // \"sources[0]path\"". Both name a field of our own structs, never a value.
@@ -937,6 +940,11 @@ fn describe_expected(path: &str, error: &config::ConfigError) -> String {
         "api_style" => "`openai` or `anthropic`",
         "key_policy" => "`strict`, `warn` or `off`",
         "debug_auth" | "required" => "`true` or `false`",
+        "kv_version" => "1 or 2",
+        "method" | "auth" => {
+            "a table with method = \"token\", \"approle\", \"kubernetes\" or \"jwt\""
+        }
+        "max_attempts" => "a whole number of attempts, at least 1",
         "timeout_secs" | "connect_timeout_secs" => "a whole number of seconds",
         "max_size" => "a whole number of bytes",
         name if name.ends_with("_ms") => "a whole number of milliseconds",

@@ -187,7 +187,7 @@ fn doctor_explains_missing_key() {
         "{errors}"
     );
     assert!(
-        errors.contains("what to do: set MEGALLM_API_KEY"),
+        errors.contains("what to do: put the key where one of the sources above looks"),
         "{errors}"
     );
 }
@@ -373,12 +373,14 @@ async fn doctor_resolves_vault_secret() {
     std::fs::write(
         &config,
         format!(
-            "[[megallm.sources]]\ntype = \"vault\"\naddress = \"{}\"\nmount = \"{mount}\"\npath = \"megallm\"\nkv_version = 2\n",
+            "[[megallm.sources]]\ntype = \"vault\"\naddress = \"{}\"\nmount = \"{mount}\"\npath = \"megallm\"\n",
             admin.address
         ),
     )
     .unwrap();
 
+    // Without kv_version the source probes sys/mounts, which this token may not read. The
+    // Vault client logs that 403 as an error; doctor keeps such noise out of its report.
     // The token file comes in through a nested environment override of the auth table.
     let output = doctor(
         directory.path(),

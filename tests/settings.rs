@@ -605,8 +605,40 @@ fn vault_source_from_settings() {
         panic!("expected a Vault source, got {:?}", settings.sources[0]);
     };
     assert_eq!(vault.mount, "secret");
+    let printed = format!("{settings:?}");
+    assert!(!printed.contains("service-role"), "{printed}");
+    assert!(printed.contains("role_id: \"[REDACTED]\""), "{printed}");
     let chain = settings
         .key_chain(&Environment::from_pairs::<_, &str, &str>([]))
         .unwrap();
     assert_eq!(chain.labels(), ["vault:secret/megallm#api_key"]);
+}
+
+#[cfg(feature = "vault")]
+#[test]
+fn vault_kv_version_lists_choices() {
+    let directory = tempfile::tempdir().unwrap();
+    write_config(
+        directory.path(),
+        "[[megallm.sources]]\ntype = \"vault\"\nmount = \"secret\"\npath = \"megallm\"\nkv_version = 3\n",
+    );
+
+    let error = load(directory.path(), &[]).unwrap_err();
+
+    assert_eq!(error.setting(), Some("megallm.sources[0].kv_version"));
+    assert_eq!(error.message(), "invalid value; expected 1 or 2");
+}
+
+#[test]
+fn unknown_source_field_points_to_guides() {
+    let directory = tempfile::tempdir().unwrap();
+    write_config(
+        directory.path(),
+        "[[megallm.sources]]\ntype = \"secret_file\"\npath = \"/run/secrets/key\"\nmaxsize = 10\n",
+    );
+
+    let error = load(directory.path(), &[]).unwrap_err();
+
+    assert_eq!(error.setting(), Some("megallm.sources[0].maxsize"));
+    assert!(error.message().contains("docs/sources.md"), "{error}");
 }

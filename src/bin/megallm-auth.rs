@@ -1,5 +1,6 @@
 //! `megallm-auth`: check a MegaLLM key setup without printing the key.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -39,12 +40,14 @@ const EXIT_SETTINGS: u8 = 2;
 const EXIT_SOURCE_FAILED: u8 = 3;
 
 fn main() -> ExitCode {
+    // Only this crate's warnings by default: the Vault client logs every 403 of the KV
+    // version probe as an error, which is noise in a report that already explains it.
     let filter = match std::env::var("MEGALLM_LOG") {
-        Err(_) => tracing_subscriber::EnvFilter::new("warn"),
+        Err(_) => tracing_subscriber::EnvFilter::new("megallm_auth=warn"),
         Ok(directives) => {
             tracing_subscriber::EnvFilter::try_new(&directives).unwrap_or_else(|error| {
                 eprintln!(
-                    "megallm-auth: ignoring invalid MEGALLM_LOG ({error}); logging warnings only"
+                    "megallm-auth: ignoring invalid MEGALLM_LOG ({error}); logging this crate's warnings only"
                 );
                 tracing_subscriber::EnvFilter::new("warn")
             })
@@ -52,6 +55,7 @@ fn main() -> ExitCode {
     };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(filter)
         .init();
 
@@ -184,14 +188,14 @@ fn report_chain_error(settings: &Settings, error: &ChainError, json: bool) -> Ex
 fn remedy(kind: SourceErrorKind) -> &'static str {
     match kind {
         SourceErrorKind::NotFound => {
-            "set MEGALLM_API_KEY, point MEGALLM_API_KEY_FILE at a file holding the key, add MEGALLM_API_KEY to ./.env, or configure sources in megallm.toml (see docs/sources.md)"
+            "put the key where one of the sources above looks (each line says why it found none), or configure another source in megallm.toml (see docs/sources.md)"
         }
         SourceErrorKind::InvalidKey => {
             "fix the key where the failing source stores it (see docs/troubleshooting.md for each problem)"
         }
         SourceErrorKind::Misconfigured => "fix the source's configuration named in the error",
         SourceErrorKind::Denied => {
-            "grant this process access to the secret (file permissions, IAM policy or Vault policy)"
+            "follow the failing source's message above: it names the permission, policy or credential to fix"
         }
         SourceErrorKind::Unavailable => "check that the backend is reachable, then retry",
         _ => "see docs/troubleshooting.md",

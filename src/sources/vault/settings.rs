@@ -79,7 +79,7 @@ pub struct VaultSettings {
 /// Every secret is named by a file (`*_file`) or an environment variable (`*_env`). The inline
 /// fields `token`, `secret_id` and `jwt` exist only to reject them with a clear message; their
 /// values are discarded unread.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(tag = "method", rename_all = "snake_case", deny_unknown_fields)]
 #[non_exhaustive]
 pub enum VaultAuthSettings {
@@ -139,6 +139,62 @@ pub enum VaultAuthSettings {
         #[serde(default)]
         jwt: Option<Rejected>,
     },
+}
+
+impl std::fmt::Debug for VaultAuthSettings {
+    /// Prints every field but the role id, which Vault treats as sensitive.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VaultAuthSettings::Token {
+                token_file,
+                token_env,
+                token,
+            } => f
+                .debug_struct("Token")
+                .field("token_file", token_file)
+                .field("token_env", token_env)
+                .field("token", token)
+                .finish(),
+            VaultAuthSettings::Approle {
+                mount,
+                secret_id_file,
+                secret_id_env,
+                secret_id,
+                ..
+            } => f
+                .debug_struct("Approle")
+                .field("mount", mount)
+                .field("role_id", &"[REDACTED]")
+                .field("secret_id_file", secret_id_file)
+                .field("secret_id_env", secret_id_env)
+                .field("secret_id", secret_id)
+                .finish(),
+            VaultAuthSettings::Kubernetes {
+                mount,
+                role,
+                token_file,
+                jwt,
+            } => f
+                .debug_struct("Kubernetes")
+                .field("mount", mount)
+                .field("role", role)
+                .field("token_file", token_file)
+                .field("jwt", jwt)
+                .finish(),
+            VaultAuthSettings::Jwt {
+                mount,
+                role,
+                token_file,
+                jwt,
+            } => f
+                .debug_struct("Jwt")
+                .field("mount", mount)
+                .field("role", role)
+                .field("token_file", token_file)
+                .field("jwt", jwt)
+                .finish(),
+        }
+    }
 }
 
 impl Default for VaultAuthSettings {
