@@ -2,6 +2,8 @@
 
 mod common;
 
+use common::sources::assert_error;
+
 use std::error::Error as _;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -9,28 +11,8 @@ use std::path::{Path, PathBuf};
 use common::{CANARY, assert_no_canary, capture_logs};
 use megallm_auth::{
     ApiStyle, AuthHeaders, DotenvFile, DotenvSource, InvalidKey, KeyProblem, KeySource,
-    SourceError, SourceErrorKind, SourceKind,
+    SourceErrorKind, SourceKind,
 };
-
-/// Checks the error's kind and label, that its message contains each of `needles`, and that
-/// neither its Display, its Debug nor any error in its source chain contains a canary.
-#[track_caller]
-fn assert_error(error: &SourceError, kind: SourceErrorKind, label: &str, needles: &[&str]) {
-    let display = error.to_string();
-    assert_eq!(error.kind(), kind, "{display}");
-    assert_eq!(error.label(), label);
-    for needle in needles {
-        assert!(display.contains(needle), "{display:?} lacks {needle:?}");
-    }
-    assert_no_canary("error Display", &display);
-    assert_no_canary("error Debug", &format!("{error:?}"));
-    let mut cause = error.source();
-    while let Some(inner) = cause {
-        assert_no_canary("error source Display", &inner.to_string());
-        assert_no_canary("error source Debug", &format!("{inner:?}"));
-        cause = inner.source();
-    }
-}
 
 /// Writes `content` to `.env` in a new temporary directory.
 fn write_dotenv(content: &[u8]) -> (tempfile::TempDir, PathBuf) {

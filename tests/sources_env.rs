@@ -2,45 +2,19 @@
 
 mod common;
 
+use common::sources::{assert_error, bearer};
+
 use std::error::Error as _;
 use std::fs;
 
 use common::{CANARY, assert_no_canary, capture_logs};
 use megallm_auth::{
-    ApiKey, ApiStyle, AuthHeaders, EnvFileSource, EnvSource, Environment, InvalidKey, KeyProblem,
-    KeySource, SourceError, SourceErrorKind, SourceKind,
+    EnvFileSource, EnvSource, Environment, InvalidKey, KeyProblem, KeySource, SourceErrorKind,
+    SourceKind,
 };
 
 const KEY_VAR: &str = "MEGALLM_API_KEY";
 const FILE_VAR: &str = "MEGALLM_API_KEY_FILE";
-
-fn bearer(key: &ApiKey) -> String {
-    let headers = AuthHeaders::new(key, ApiStyle::OpenAi).to_header_map();
-    let value = headers
-        .get(http::header::AUTHORIZATION)
-        .expect("authorization header");
-    value.to_str().expect("ASCII header value").to_owned()
-}
-
-/// Checks the error's kind and label, that its message contains each of `needles`, and that
-/// neither its Display, its Debug nor any error in its source chain contains a canary.
-#[track_caller]
-fn assert_error(error: &SourceError, kind: SourceErrorKind, label: &str, needles: &[&str]) {
-    let display = error.to_string();
-    assert_eq!(error.kind(), kind, "{display}");
-    assert_eq!(error.label(), label);
-    for needle in needles {
-        assert!(display.contains(needle), "{display:?} lacks {needle:?}");
-    }
-    assert_no_canary("error Display", &display);
-    assert_no_canary("error Debug", &format!("{error:?}"));
-    let mut cause = error.source();
-    while let Some(inner) = cause {
-        assert_no_canary("error source Display", &inner.to_string());
-        assert_no_canary("error source Debug", &format!("{inner:?}"));
-        cause = inner.source();
-    }
-}
 
 fn env_source(pairs: &[(&str, &str)]) -> EnvSource {
     EnvSource::new(KEY_VAR).with_environment(Environment::from_pairs(pairs.iter().copied()))

@@ -2,43 +2,17 @@
 
 mod common;
 
+use common::sources::{assert_error, bearer};
+
 use std::error::Error as _;
 use std::fs;
 use std::path::Path;
 
 use common::{CANARY, CANARY_ROTATED, assert_no_canary, capture_logs};
 use megallm_auth::{
-    ApiKey, ApiStyle, AuthHeaders, DEFAULT_MAX_SECRET_FILE_SIZE, InvalidKey, KeyProblem, KeySource,
-    SecretFileSource, SourceError, SourceErrorKind, SourceKind,
+    DEFAULT_MAX_SECRET_FILE_SIZE, InvalidKey, KeyProblem, KeySource, SecretFileSource,
+    SourceErrorKind, SourceKind,
 };
-
-fn bearer(key: &ApiKey) -> String {
-    let headers = AuthHeaders::new(key, ApiStyle::OpenAi).to_header_map();
-    let value = headers
-        .get(http::header::AUTHORIZATION)
-        .expect("authorization header");
-    value.to_str().expect("ASCII header value").to_owned()
-}
-
-/// Checks the error's kind and label, that its message contains each of `needles`, and that
-/// neither its Display, its Debug nor any error in its source chain contains a canary.
-#[track_caller]
-fn assert_error(error: &SourceError, kind: SourceErrorKind, label: &str, needles: &[&str]) {
-    let display = error.to_string();
-    assert_eq!(error.kind(), kind, "{display}");
-    assert_eq!(error.label(), label);
-    for needle in needles {
-        assert!(display.contains(needle), "{display:?} lacks {needle:?}");
-    }
-    assert_no_canary("error Display", &display);
-    assert_no_canary("error Debug", &format!("{error:?}"));
-    let mut cause = error.source();
-    while let Some(inner) = cause {
-        assert_no_canary("error source Display", &inner.to_string());
-        assert_no_canary("error source Debug", &format!("{inner:?}"));
-        cause = inner.source();
-    }
-}
 
 fn label_of(path: &Path) -> String {
     format!("file:{}", path.display())

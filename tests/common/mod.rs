@@ -3,6 +3,7 @@
 
 #[cfg(feature = "aws")]
 pub mod moto;
+pub mod sources;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
