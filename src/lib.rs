@@ -43,6 +43,16 @@
 //! configuration error) stops the chain, because falling back to another key would hide a
 //! broken setup. An environment variable set to the empty string counts as not found.
 //!
+//! # Live keys and HTTP clients
+//!
+//! [`KeyProvider`] caches the resolved key with its prebuilt headers, refreshes it in the
+//! background, follows rotations of secret files (including Kubernetes' `..data` symlink
+//! swap), serves the last good key through transient failures for a bounded grace, and
+//! re-resolves once when the gateway rejects a key. With feature `reqwest`,
+//! [`http::reqwest::MegaLlmClient`] puts the provider's headers on every request and handles
+//! MegaLLM's 401, 403 and 429 answers; feature `tower` offers the same as a layer. See
+//! `docs/rotation.md` and `docs/http.md`.
+//!
 //! # Features
 //!
 //! | feature | default | adds |
