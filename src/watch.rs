@@ -28,10 +28,13 @@ pub enum WatchMode {
 #[cfg(any(feature = "secret-file", feature = "dotenv"))]
 const DEBOUNCE: Duration = Duration::from_millis(50);
 
-/// A running watcher. Dropping it stops the watcher and its task.
+/// Longest time between checks that each watched directory still is the one being watched.
+/// A directory that was deleted and created again has lost its watch and is watched anew.
+#[cfg(any(feature = "secret-file", feature = "dotenv"))]
+const DIRECTORY_CHECK: Duration = Duration::from_secs(1);
+
+/// A running watcher. Dropping it stops its task, which owns the watcher.
 pub(crate) struct WatchHandle {
-    #[cfg(any(feature = "secret-file", feature = "dotenv"))]
-    _watcher: Box<dyn notify::Watcher + Send>,
     #[cfg(any(feature = "secret-file", feature = "dotenv"))]
     task: tokio::task::JoinHandle<()>,
 }
@@ -102,19 +105,98 @@ where
         return None;
     }
 
+    let mut identities: Vec<Option<DirectoryIdentity>> = directories
+        .iter()
+        .map(|directory| DirectoryIdentity::of(directory))
+        .collect();
+    let check_interval = poll_interval.min(DIRECTORY_CHECK);
     let task = tokio::spawn(async move {
-        while receiver.recv().await.is_some() {
-            tokio::time::sleep(DEBOUNCE).await;
-            while receiver.try_recv().is_ok() {}
-            tracing::debug!("a watched MegaLLM API key file changed");
-            on_change().await;
+        loop {
+            match tokio::time::timeout(check_interval, receiver.recv()).await {
+                Ok(None) => break,
+                Ok(Some(())) => {
+                    tokio::time::sleep(DEBOUNCE).await;
+                    while receiver.try_recv().is_ok() {}
+                    tracing::debug!("a watched MegaLLM API key file changed");
+                    on_change().await;
+                }
+                Err(_) => {}
+            }
+
+            // A deleted directory takes its watch with it, and notify reports no event when a
+            // directory of the same name appears again, so compare identities instead.
+            let mut rewatched = false;
+            for (directory, identity) in directories.iter().zip(identities.iter_mut()) {
+                let current = DirectoryIdentity::of(directory);
+                if current.is_none() || current == *identity {
+                    if current.is_none() && identity.is_some() {
+                        tracing::warn!(
+                            directory = %directory.display(),
+                            "the directory of a MegaLLM API key file was removed; watching for it to return"
+                        );
+                        *identity = None;
+                    }
+                    continue;
+                }
+                let _ = watcher.unwatch(directory);
+                match watcher.watch(directory, RecursiveMode::NonRecursive) {
+                    Ok(()) => {
+                        tracing::info!(
+                            directory = %directory.display(),
+                            "watching the recreated directory of a MegaLLM API key file"
+                        );
+                        *identity = current;
+                        rewatched = true;
+                    }
+                    Err(error) => tracing::warn!(
+                        directory = %directory.display(),
+                        error = %error,
+                        "cannot watch the recreated directory of a MegaLLM API key file; changes are picked up at the refresh interval"
+                    ),
+                }
+            }
+            if rewatched {
+                on_change().await;
+            }
         }
     });
 
-    Some(WatchHandle {
-        _watcher: watcher,
-        task,
-    })
+    Some(WatchHandle { task })
+}
+
+/// What tells a directory apart from another one later created at the same path.
+#[cfg(any(feature = "secret-file", feature = "dotenv"))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct DirectoryIdentity {
+    device: u64,
+    inode: u64,
+}
+
+#[cfg(any(feature = "secret-file", feature = "dotenv"))]
+impl DirectoryIdentity {
+    /// Returns the identity of `directory`, or `None` when it is not a directory now.
+    #[cfg(unix)]
+    fn of(directory: &std::path::Path) -> Option<DirectoryIdentity> {
+        use std::os::unix::fs::MetadataExt;
+
+        let metadata = std::fs::metadata(directory).ok().filter(|m| m.is_dir())?;
+        Some(DirectoryIdentity {
+            device: metadata.dev(),
+            inode: metadata.ino(),
+        })
+    }
+
+    /// Returns a fixed identity while `directory` exists.
+    ///
+    /// NOTE: without inode numbers a directory deleted and recreated between two checks
+    /// keeps its stale watch; changes then arrive at the refresh interval.
+    #[cfg(not(unix))]
+    fn of(directory: &std::path::Path) -> Option<DirectoryIdentity> {
+        directory.is_dir().then_some(DirectoryIdentity {
+            device: 0,
+            inode: 0,
+        })
+    }
 }
 
 #[cfg(any(feature = "secret-file", feature = "dotenv"))]

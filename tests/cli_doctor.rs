@@ -451,5 +451,8 @@ async fn doctor_explains_vault_denied() {
         stderr(&output)
     );
     assert!(!text.contains(&token), "doctor printed the Vault token");
-    assert!(!stderr(&output).contains(&token), "doctor logged the Vault token");
+    assert!(
+        !stderr(&output).contains(&token),
+        "doctor logged the Vault token"
+    );
 }

@@ -205,3 +205,38 @@ async fn dotenv_change_rotates_key() {
 
     wait_for_key(&provider, CANARY_ROTATED).await;
 }
+
+/// A deleted directory takes its inotify watch with it. When the mount comes back, the
+/// provider must watch it again, so later swaps still arrive without the refresh interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recreated_directory_is_watched_again() {
+    let logs = capture_logs();
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("mount");
+    std::fs::create_dir(&dir).unwrap();
+    let path = mount_secret(&dir, "2025_01_01.1", CANARY);
+    let provider = KeyProvider::builder(KeyChain::new().with(SecretFileSource::new(&path)))
+        .refresh_interval(SourceKind::SecretFile, Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    assert_eq!(
+        provider.current().await.unwrap().fingerprint(),
+        &fingerprint(CANARY)
+    );
+
+    std::fs::remove_dir_all(&dir).unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    std::fs::create_dir(&dir).unwrap();
+    mount_secret(&dir, "2025_01_02.2", CANARY_ROTATED);
+    wait_for_key(&provider, CANARY_ROTATED).await;
+
+    rotate_secret(&dir, "2025_01_02.2", "2025_01_03.3", CANARY);
+    wait_for_key(&provider, CANARY).await;
+
+    assert!(
+        logs.contents()
+            .contains("watching the recreated directory of a MegaLLM API key file"),
+        "no log line says the directory is watched again"
+    );
+    logs.assert_clean();
+}
