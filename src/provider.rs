@@ -263,6 +263,7 @@ impl KeyProviderBuilder {
             refreshing: AtomicBool::new(false),
             watch: Mutex::new(None),
             watch_started: AtomicBool::new(false),
+            last_invalidation: Mutex::new(None),
         });
         Ok(KeyProvider { inner })
     }
@@ -331,6 +332,9 @@ struct Inner {
     refreshing: AtomicBool,
     watch: Mutex<Option<WatchHandle>>,
     watch_started: AtomicBool,
+    /// The key whose invalidation last caused a resolution, and when that resolution ended.
+    /// Guarded by `resolve_lock`'s critical section.
+    last_invalidation: Mutex<Option<(Fingerprint, Instant)>>,
 }
 
 /// The published state. It is replaced as a whole after every resolution attempt.
@@ -540,8 +544,10 @@ impl KeyProvider {
 
     /// Re-resolves the chain once because the gateway rejected the key with `fingerprint`.
     ///
-    /// Nothing is resolved when that key was already replaced, or when another resolution
-    /// finished while this call waited for its turn: the current key is returned. Compare its
+    /// Nothing is resolved when that key was already replaced, when another resolution
+    /// finished while this call waited for its turn, or when an invalidation of the same key
+    /// resolved less than the retry delay ago: the current key is returned. A burst of 401s
+    /// for one key therefore costs one backend call per retry delay. Compare the returned
     /// fingerprint with the rejected one to know whether a retry can help.
     ///
     /// # Errors
@@ -557,7 +563,12 @@ impl KeyProvider {
             .snapshot
             .as_ref()
             .is_none_or(|snapshot| snapshot.fingerprint() != fingerprint);
-        if state.generation != observed || replaced {
+        let recently_invalidated = inner.last_invalidation.lock().is_ok_and(|last| {
+            last.as_ref().is_some_and(|(last_fingerprint, at)| {
+                last_fingerprint == fingerprint && at.elapsed() < inner.config.retry_delay
+            })
+        });
+        if state.generation != observed || replaced || recently_invalidated {
             drop(guard);
             return self.current().await;
         }
@@ -567,7 +578,12 @@ impl KeyProvider {
             fingerprint = %fingerprint,
             "re-resolving the MegaLLM API key because the gateway rejected it"
         );
-        inner.resolve_locked(&state, Trigger::Invalidated).await
+        let result = inner.resolve_locked(&state, Trigger::Invalidated).await;
+        if let Ok(mut last) = inner.last_invalidation.lock() {
+            *last = Some((fingerprint.clone(), Instant::now()));
+        }
+        drop(guard);
+        result
     }
 }
 

@@ -343,6 +343,28 @@ async fn concurrent_invalidations_resolve_once() {
     assert_eq!(backend.calls(), 2);
 }
 
+/// 401s that arrive one after another for a key the source still returns: each would
+/// otherwise cost a backend call.
+#[tokio::test(start_paused = true)]
+async fn staggered_invalidations_wait_retry_delay() {
+    let backend = Backend::new(CANARY, SourceKind::Static);
+    let provider = provider_over(&backend)
+        .retry_delay(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    provider.current().await.unwrap();
+
+    for _ in 0..20 {
+        let snapshot = provider.invalidate(&fingerprint(CANARY)).await.unwrap();
+        assert_eq!(snapshot.fingerprint(), &fingerprint(CANARY));
+    }
+    assert_eq!(backend.calls(), 2, "one resolution for the burst");
+
+    tokio::time::advance(Duration::from_millis(1100)).await;
+    provider.invalidate(&fingerprint(CANARY)).await.unwrap();
+    assert_eq!(backend.calls(), 3, "a later 401 resolves again");
+}
+
 #[tokio::test(start_paused = true)]
 async fn rotation_logs_both_fingerprints() {
     let logs = capture_logs();
