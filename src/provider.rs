@@ -778,6 +778,17 @@ fn log_success(previous: &State, snapshot: &KeySnapshot) {
             fingerprint = %snapshot.fingerprint(),
             "the MegaLLM API key source recovered"
         ),
+        // The stale grace had ended, so the last good key is no longer in the state.
+        None => {
+            if let Some(expired) = &previous.expired {
+                tracing::info!(
+                    source = %snapshot.label(),
+                    old_fingerprint = %expired.fingerprint,
+                    new_fingerprint = %snapshot.fingerprint(),
+                    "the MegaLLM API key source recovered after the stale grace ended"
+                );
+            }
+        }
         _ => {}
     }
 }

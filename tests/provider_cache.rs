@@ -225,6 +225,23 @@ async fn stale_grace_serves_then_fails() {
 
     let contents = logs.contents();
     assert!(contents.contains("serving the last good key"), "{contents}");
+
+    // The source comes back with a rotated key after the grace ended.
+    backend.set_key(CANARY_ROTATED);
+    backend.fail_with(None);
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let recovered = provider.current().await.unwrap();
+    assert_eq!(recovered.fingerprint(), &fingerprint(CANARY_ROTATED));
+    let contents = logs.contents();
+    let line = contents
+        .lines()
+        .find(|line| line.contains("recovered after the stale grace ended"))
+        .expect("a log line for the recovery");
+    assert!(line.contains(fingerprint(CANARY).as_str()), "{line}");
+    assert!(
+        line.contains(fingerprint(CANARY_ROTATED).as_str()),
+        "{line}"
+    );
     logs.assert_clean();
 }
 

@@ -126,8 +126,15 @@ impl fmt::Display for GatewayError {
                     f,
                     "MegaLLM answered 429 Too Many Requests to all {attempts} attempts"
                 )?;
-                if let Some(wait) = retry_after {
-                    write!(f, " (Retry-After: {} s)", wait.as_secs())?;
+                // A value too large for a u64 parses as u64::MAX seconds; print it as what it
+                // means rather than as that number.
+                const ONE_YEAR: u64 = 365 * 24 * 60 * 60;
+                match retry_after {
+                    Some(wait) if wait.as_secs() > ONE_YEAR => {
+                        f.write_str(" (Retry-After: more than a year)")?
+                    }
+                    Some(wait) => write!(f, " (Retry-After: {} s)", wait.as_secs())?,
+                    None => {}
                 }
                 write!(f, "; {REMEDY_RATE_LIMITED}")
             }
@@ -353,6 +360,14 @@ mod tests {
         assert_eq!(
             limited.to_string(),
             "MegaLLM answered 429 Too Many Requests to all 4 attempts (Retry-After: 3 s); wait and retry"
+        );
+        let unbounded = GatewayError::RateLimited {
+            retry_after: Some(Duration::from_secs(u64::MAX)),
+            attempts: 4,
+        };
+        assert_eq!(
+            unbounded.to_string(),
+            "MegaLLM answered 429 Too Many Requests to all 4 attempts (Retry-After: more than a year); wait and retry"
         );
     }
 }
