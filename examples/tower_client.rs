@@ -29,10 +29,13 @@ async fn main() -> Result<(), BoxError> {
         let client = client.clone();
         async move {
             let response = client.execute(reqwest::Request::try_from(request)?).await?;
+            // The layer reads Retry-After and Location, so the headers must come along.
             let status = response.status();
+            let headers = response.headers().clone();
             let body: Bytes = response.bytes().await?;
             let mut converted = http::Response::new(body);
             *converted.status_mut() = status;
+            *converted.headers_mut() = headers;
             Ok::<_, BoxError>(converted)
         }
     });

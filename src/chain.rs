@@ -287,7 +287,7 @@ impl fmt::Display for ChainError {
                         write!(f, " ({reason})")?;
                     }
                 }
-                f.write_str("; set MEGALLM_API_KEY or configure a source")
+                f.write_str("; put the key where one of these sources looks, or configure another source")
             }
         }
     }
@@ -373,7 +373,8 @@ mod tests {
         assert_eq!(
             error.to_string(),
             "no MegaLLM API key found; tried test:one (no key configured), \
-             test:two (no key configured); set MEGALLM_API_KEY or configure a source"
+             test:two (no key configured); put the key where one of these sources looks, or \
+             configure another source"
         );
     }
 

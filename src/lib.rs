@@ -106,6 +106,23 @@ pub mod sources;
 pub mod testing;
 mod watch;
 
+/// The guides in docs/ and the README, compiled as doctests so that their examples keep
+/// building.
+#[cfg(all(
+    doctest,
+    feature = "reqwest",
+    feature = "tower",
+    feature = "async-openai",
+    feature = "secret-file"
+))]
+#[doc = include_str!("../README.md")]
+#[doc = include_str!("../docs/getting-started.md")]
+#[doc = include_str!("../docs/configuration.md")]
+#[doc = include_str!("../docs/troubleshooting.md")]
+#[doc = include_str!("../docs/rotation.md")]
+#[doc = include_str!("../docs/http.md")]
+pub struct Guides;
+
 pub use chain::{Attempt, ChainError, KeyChain, Outcome, Resolution, ResolutionReport, Winner};
 pub use environment::{Environment, NotUnicode};
 pub use error::{Error, ErrorKind};

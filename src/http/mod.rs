@@ -190,6 +190,12 @@ impl std::error::Error for ClientError {
 pub fn check_base_url(url: &str) -> Result<Uri, ClientError> {
     let invalid = |origin: String, reason| ClientError::InvalidBaseUrl { origin, reason };
 
+    if url.chars().any(char::is_whitespace) {
+        return Err(invalid(
+            String::from("(unparseable)"),
+            "the URL contains whitespace; remove spaces and line breaks around or inside it",
+        ));
+    }
     let uri: Uri = url.parse().map_err(|_| {
         invalid(
             String::from("(unparseable)"),
@@ -202,17 +208,17 @@ pub fn check_base_url(url: &str) -> Result<Uri, ClientError> {
             "not an absolute URL; use https://host/path",
         ));
     };
-    // Security: the user information part can hold a password, so it is never printed.
-    if authority.as_str().contains('@') {
-        return Err(invalid(
-            format!("{scheme}://{}", authority.host()),
-            "user information in the URL is not allowed; remove the part before '@'",
-        ));
-    }
     let origin = match authority.port_u16() {
         Some(port) => format!("{scheme}://{}:{port}", authority.host()),
         None => format!("{scheme}://{}", authority.host()),
     };
+    // Security: the user information part can hold a password, so it is never printed.
+    if authority.as_str().contains('@') {
+        return Err(invalid(
+            origin,
+            "user information in the URL is not allowed; remove the part before '@'",
+        ));
+    }
 
     match scheme.to_ascii_lowercase().as_str() {
         "https" => Ok(uri),
@@ -313,6 +319,17 @@ mod tests {
 
         let error = check_base_url("http://example.com/v1?token=abc").unwrap_err();
         assert!(!error.to_string().contains("token"));
+
+        let error = check_base_url("http://user:pw@127.0.0.1:37505/v1").unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("invalid MegaLLM base URL http://127.0.0.1:37505:"),
+            "{error}"
+        );
+
+        let error = check_base_url("https://ai.megallm.io/v1 ").unwrap_err();
+        assert!(error.to_string().contains("contains whitespace"), "{error}");
     }
 
     #[test]
