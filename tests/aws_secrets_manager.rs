@@ -352,9 +352,9 @@ async fn stopped_server_is_unavailable() {
     assert_eq!(error.kind(), SourceErrorKind::Unavailable, "{error}");
     assert!(elapsed < Duration::from_secs(4), "took {elapsed:?}");
     assert!(
-        error.message().contains(
-            "could not reach Secrets Manager for secret `megallm-test/stopped` (stage AWSCURRENT, region us-east-1)"
-        ),
+        error.message().contains(&format!(
+            "could not reach Secrets Manager at http://127.0.0.1:{port} for secret `megallm-test/stopped` (stage AWSCURRENT, region us-east-1)"
+        )),
         "{error}"
     );
     assert!(error.message().contains("connection refused"), "{error}");

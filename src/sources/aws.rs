@@ -493,6 +493,8 @@ fn is_loopback(host: &str) -> bool {
 struct Context<'a> {
     label: &'a str,
     secret_id: &'a str,
+    /// The endpoint override, when one is set; it was checked to carry no user information.
+    endpoint_url: Option<&'a str>,
     region: &'a str,
     version: &'a SecretVersion,
     field: Option<&'a str>,
@@ -527,6 +529,7 @@ impl KeySource for AwsSecretsManagerSource {
         let context = Context {
             label: &inner.label,
             secret_id: &inner.secret_id,
+            endpoint_url: inner.endpoint_url.as_deref(),
             region: &sdk.region,
             version: &inner.version,
             field: inner.field.as_deref(),

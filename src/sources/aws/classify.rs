@@ -84,10 +84,14 @@ pub(super) fn sdk_error(
             } else {
                 String::from("connection failed")
             };
+            let endpoint = context
+                .endpoint_url
+                .map(|url| format!(" at {url}"))
+                .unwrap_or_default();
             SourceError::unavailable(
                 context.label,
                 format!(
-                    "could not reach Secrets Manager for {} ({cause}) after the SDK's retries; check endpoint_url, the network and proxies",
+                    "could not reach Secrets Manager{endpoint} for {} ({cause}) after the SDK's retries; check endpoint_url, the network and proxies",
                     context.secret()
                 ),
             )
@@ -309,6 +313,7 @@ mod tests {
         Context {
             label: "aws-sm:unit/secret",
             secret_id: "unit/secret",
+            endpoint_url: None,
             region: "eu-west-1",
             version,
             field: None,

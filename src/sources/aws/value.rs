@@ -272,6 +272,7 @@ mod tests {
         Context {
             label: "aws-sm:unit",
             secret_id: "unit/secret",
+            endpoint_url: None,
             region: "us-east-1",
             version,
             field,
