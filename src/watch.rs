@@ -28,7 +28,7 @@ pub enum WatchMode {
 #[cfg(any(feature = "secret-file", feature = "dotenv"))]
 const DEBOUNCE: Duration = Duration::from_millis(50);
 
-/// Longest time between checks that each watched directory still is the one being watched.
+/// Maximum time between checks that each watched directory is still the one being watched.
 /// A directory that was deleted and created again has lost its watch and is watched anew.
 #[cfg(any(feature = "secret-file", feature = "dotenv"))]
 const DIRECTORY_CHECK: Duration = Duration::from_secs(1);
@@ -164,7 +164,8 @@ where
     Some(WatchHandle { task })
 }
 
-/// What tells a directory apart from another one later created at the same path.
+/// Device and inode of a directory, which differ for a directory later created at the same
+/// path.
 #[cfg(any(feature = "secret-file", feature = "dotenv"))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct DirectoryIdentity {
