@@ -863,6 +863,23 @@ fn deserialize_section(
     Ok(settings)
 }
 
+/// Fills in `method = "token"` in a Vault entry's `auth` table that names no method, so that
+/// `MEGALLM__SOURCES__0__AUTH__TOKEN_ENV=...` alone selects the documented default method.
+#[cfg(feature = "vault")]
+fn default_vault_auth_method(mut entry: config::Value) -> config::Value {
+    if let config::ValueKind::Table(fields) = &mut entry.kind
+        && let Some(auth) = fields.get_mut("auth")
+        && let config::ValueKind::Table(auth_fields) = &mut auth.kind
+        && !auth_fields.contains_key("method")
+    {
+        auth_fields.insert(
+            String::from("method"),
+            config::Value::new(None, config::ValueKind::String(String::from("token"))),
+        );
+    }
+    entry
+}
+
 /// Reads one `sources` entry by its `type`. Returns `None` for a type that this build does
 /// not know, which `check_source_types` has normally rejected already.
 fn deserialize_source(
@@ -897,7 +914,9 @@ fn deserialize_source(
             }
         }
         #[cfg(feature = "vault")]
-        "vault" => SourceSettings::Vault(serde_path_to_error::deserialize(rest)?),
+        "vault" => SourceSettings::Vault(serde_path_to_error::deserialize(
+            default_vault_auth_method(rest),
+        )?),
         #[cfg(feature = "aws")]
         "aws_secrets_manager" => {
             SourceSettings::AwsSecretsManager(serde_path_to_error::deserialize(rest)?)

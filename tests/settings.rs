@@ -642,3 +642,36 @@ fn unknown_source_field_points_to_guides() {
     assert_eq!(error.setting(), Some("megallm.sources[0].maxsize"));
     assert!(error.message().contains("docs/sources.md"), "{error}");
 }
+
+#[cfg(feature = "vault")]
+#[test]
+fn vault_auth_without_method_is_token() {
+    let directory = tempfile::tempdir().unwrap();
+
+    let settings = load(
+        directory.path(),
+        &[
+            ("MEGALLM__SOURCES__0__TYPE", "vault"),
+            ("MEGALLM__SOURCES__0__MOUNT", "secret"),
+            ("MEGALLM__SOURCES__0__PATH", "megallm"),
+            (
+                "MEGALLM__SOURCES__0__AUTH__TOKEN_ENV",
+                "SERVICE_VAULT_TOKEN",
+            ),
+        ],
+    )
+    .unwrap();
+
+    let SourceSettings::Vault(vault) = &settings.sources[0] else {
+        panic!("expected a Vault source, got {:?}", settings.sources[0]);
+    };
+    assert!(
+        matches!(
+            &vault.auth,
+            megallm_auth::sources::vault::VaultAuthSettings::Token { token_env: Some(name), .. }
+                if name == "SERVICE_VAULT_TOKEN"
+        ),
+        "{:?}",
+        vault.auth
+    );
+}
