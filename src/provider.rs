@@ -488,24 +488,10 @@ impl KeyProvider {
     /// for longer than the stale grace. A failure is returned without a new attempt until the
     /// retry delay has passed.
     pub async fn current(&self) -> Result<Arc<KeySnapshot>, Error> {
-        let (decision, generation) = {
-            let state = self.inner.state.load();
-            let decision = state.decide(Instant::now(), self.inner.config.stale_grace);
-            (decision, state.generation)
-        };
-
-        match decision {
-            Decision::Serve {
-                snapshot,
-                refresh_due,
-            } => {
-                if refresh_due {
-                    self.inner.spawn_refresh(generation, Trigger::Refresh);
-                }
-                Ok(snapshot)
-            }
-            Decision::Fail(error) => Err(Error::Refresh(error)),
-            Decision::Resolve => {
+        match self.decide() {
+            (Decision::Serve { snapshot, .. }, _) => Ok(snapshot),
+            (Decision::Fail(error), _) => Err(Error::Refresh(error)),
+            (Decision::Resolve, generation) => {
                 self.inner
                     .resolve_shared(Some(generation), Trigger::Needed)
                     .await
@@ -513,29 +499,29 @@ impl KeyProvider {
         }
     }
 
+    /// Decides from the published state what a caller gets, and starts a background refresh
+    /// when the key it serves is due. Returns the decision and the state's generation.
+    fn decide(&self) -> (Decision, u64) {
+        let state = self.inner.state.load();
+        let decision = state.decide(Instant::now(), self.inner.config.stale_grace);
+        if let Decision::Serve {
+            refresh_due: true, ..
+        } = &decision
+        {
+            self.inner.spawn_refresh(state.generation, Trigger::Refresh);
+        }
+        (decision, state.generation)
+    }
+
     /// Returns the current key when one can be served, without waiting.
     ///
     /// When no key can be served, or the key is due for refresh, a background resolution is
     /// started if this thread is inside a Tokio runtime.
     pub fn try_current(&self) -> Option<Arc<KeySnapshot>> {
-        let (decision, generation) = {
-            let state = self.inner.state.load();
-            let decision = state.decide(Instant::now(), self.inner.config.stale_grace);
-            (decision, state.generation)
-        };
-
-        match decision {
-            Decision::Serve {
-                snapshot,
-                refresh_due,
-            } => {
-                if refresh_due {
-                    self.inner.spawn_refresh(generation, Trigger::Refresh);
-                }
-                Some(snapshot)
-            }
-            Decision::Fail(_) => None,
-            Decision::Resolve => {
+        match self.decide() {
+            (Decision::Serve { snapshot, .. }, _) => Some(snapshot),
+            (Decision::Fail(_), _) => None,
+            (Decision::Resolve, generation) => {
                 self.inner.spawn_refresh(generation, Trigger::Needed);
                 None
             }
