@@ -42,9 +42,10 @@ impl From<SourceErrorKind> for ErrorKind {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// Resolving the key through the chain failed.
+    /// Resolving the key through the chain failed. Boxed because the report it carries
+    /// would otherwise make every `Result<_, Error>` large.
     #[error(transparent)]
-    Resolve(#[from] ChainError),
+    Resolve(Box<ChainError>),
     /// A key failed the shape check.
     #[error(transparent)]
     InvalidKey(#[from] InvalidKey),
@@ -63,6 +64,12 @@ pub enum Error {
     /// An HTTP client could not be set up: invalid base URL or client settings.
     #[error(transparent)]
     Client(#[from] ClientError),
+}
+
+impl From<ChainError> for Error {
+    fn from(error: ChainError) -> Error {
+        Error::Resolve(Box::new(error))
+    }
 }
 
 impl Error {

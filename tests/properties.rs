@@ -131,7 +131,7 @@ fn is_valid_header_value(secret: &[u8]) -> bool {
     !secret.is_empty()
         && !secret
             .iter()
-            .any(|&byte| byte < 0x20 || byte == b' ' || byte == 0x7f)
+            .any(|&byte| byte <= b' ' || byte == 0x7f)
 }
 
 fn policies() -> impl Strategy<Value = KeyPolicy> {
