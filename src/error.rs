@@ -8,7 +8,7 @@ use crate::provider::RefreshError;
 use crate::settings::SettingsError;
 use crate::source::SourceErrorKind;
 
-/// What the caller does next, for any error of this crate.
+/// Category of an error of this crate, chosen by what the caller does next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorKind {

@@ -237,9 +237,13 @@ struct Inner {
 impl ApiKey {
     /// Normalises and checks `raw`, a key as read from the source named by `source_label`.
     ///
-    /// Normalisation, in order: strip a UTF-8 byte order mark; trim surrounding whitespace,
-    /// including CR and LF; strip one matched pair of surrounding `"` or `'` quotes, with a
-    /// warning naming the source. The shape check then rejects the problems in [`KeyProblem`].
+    /// Normalisation runs in this order:
+    /// 1. strip a UTF-8 byte order mark;
+    /// 2. trim surrounding whitespace, including CR and LF;
+    /// 3. strip one matched pair of surrounding `"` or `'` quotes, with a warning naming the
+    ///    source.
+    ///
+    /// The shape check then rejects the problems in [`KeyProblem`].
     ///
     /// # Errors
     ///

@@ -45,9 +45,9 @@
 //!
 //! # Live keys and HTTP clients
 //!
-//! [`KeyProvider`] caches the resolved key with its prebuilt headers, refreshes it in the
-//! background, follows rotations of secret files (including Kubernetes' `..data` symlink
-//! swap), serves the last good key through transient failures for a bounded grace, and
+//! [`KeyProvider`] caches the resolved key with its prebuilt headers and refreshes it in the
+//! background. It follows rotations of secret files, including Kubernetes' `..data` symlink
+//! swap. Through transient failures it serves the last good key for a bounded grace, and it
 //! re-resolves once when the gateway rejects a key. With feature `reqwest`,
 //! [`http::reqwest::MegaLlmClient`] puts the provider's headers on every request and handles
 //! MegaLLM's 401, 403 and 429 answers; feature `tower` offers the same as a layer. See
