@@ -32,7 +32,7 @@ use async_trait::async_trait;
 use http::Extensions;
 use reqwest_middleware::{ClientWithMiddleware, Middleware, Next, RequestBuilder};
 
-use super::retry::{RetryPolicy, retry_after_of};
+use super::retry::RetryPolicy;
 use super::{GatewayError, Origin, check_base_url};
 use crate::environment::Environment;
 use crate::error::Error;
@@ -227,27 +227,14 @@ impl Middleware for MegaLlmAuth {
                     }));
                 }
                 StatusCode::TOO_MANY_REQUESTS => {
-                    let retry_after = retry_after_of(response.headers());
-                    let exhausted = rate_limit_retries >= self.policy.retries();
-                    let (false, Some(spare)) = (exhausted, spare) else {
-                        return Err(fail(GatewayError::RateLimited {
-                            retry_after,
-                            attempts: rate_limit_retries + 1,
-                        }));
-                    };
-                    let delay = self
+                    let (delay, next) = self
                         .policy
-                        .rate_limit_delay(retry_after, rate_limit_retries);
-                    tracing::warn!(
-                        retry = rate_limit_retries + 1,
-                        delay_ms = delay.as_millis() as u64,
-                        retry_after_s = retry_after.map(|wait| wait.as_secs()),
-                        "429 from MegaLLM; waiting before retrying"
-                    );
+                        .after_rate_limit(response.headers(), rate_limit_retries, spare)
+                        .map_err(fail)?;
                     drop(response);
                     self.policy.sleep(delay).await;
                     rate_limit_retries += 1;
-                    request = spare;
+                    request = next;
                 }
                 _ => return Ok(response),
             }

@@ -1,7 +1,7 @@
 //! The retry policy shared by the reqwest middleware and the tower layer: how long to wait
 //! after a 429, and how many times to try.
 //!
-//! A 429 is retried after the wait the gateway asks for in `Retry-After` (delay in seconds or an
+//! A 429 is retried after the wait the gateway requests in `Retry-After` (delay in seconds or an
 //! HTTP date), capped at [`RetryPolicy::max_retry_after`]. Without a usable `Retry-After` the
 //! wait is an exponential backoff with jitter. After [`RetryPolicy::max_retries`] retries the
 //! caller gets [`GatewayError::RateLimited`](super::GatewayError::RateLimited). 401 and 403 are
@@ -15,9 +15,11 @@ use std::time::{Duration, SystemTime};
 
 use http::HeaderValue;
 
+use super::GatewayError;
+
 /// Default number of retries after a 429.
 pub const DEFAULT_MAX_RETRIES: u32 = 3;
-/// Default cap on a wait asked for by `Retry-After`.
+/// Default cap on a wait requested by `Retry-After`.
 pub const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 /// Default first backoff when a 429 has no `Retry-After`.
 pub const DEFAULT_INITIAL_BACKOFF: Duration = Duration::from_millis(500);
@@ -127,6 +129,34 @@ impl RetryPolicy {
     /// Waits for `duration` with the configured timer.
     pub(crate) async fn sleep(&self, duration: Duration) {
         (self.sleep)(duration).await;
+    }
+
+    /// Decides what follows a 429 whose headers are `headers`, after `retries_done` retries.
+    /// Returns the wait and the copy of the request to send next, or `RateLimited` when the
+    /// retries are used up or the request has no copy (`spare` is `None`).
+    pub(crate) fn after_rate_limit<T>(
+        &self,
+        headers: &http::HeaderMap,
+        retries_done: u32,
+        spare: Option<T>,
+    ) -> Result<(Duration, T), GatewayError> {
+        let retry_after = retry_after_of(headers);
+        let spare = spare.filter(|_| retries_done < self.retries());
+        let Some(spare) = spare else {
+            return Err(GatewayError::RateLimited {
+                retry_after,
+                attempts: retries_done + 1,
+            });
+        };
+
+        let delay = self.rate_limit_delay(retry_after, retries_done);
+        tracing::warn!(
+            retry = retries_done + 1,
+            delay_ms = delay.as_millis() as u64,
+            retry_after_s = retry_after.map(|wait| wait.as_secs()),
+            "429 from MegaLLM; waiting before retrying"
+        );
+        Ok((delay, spare))
     }
 }
 

@@ -34,7 +34,7 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use tower::{Layer, Service};
 
-use super::retry::{RetryPolicy, retry_after_of};
+use super::retry::RetryPolicy;
 use super::{GatewayError, Origin, check_base_url};
 use crate::error::Error;
 use crate::headers::{X_API_KEY, X_DEBUG_AUTH};
@@ -257,28 +257,14 @@ where
                 .into());
             }
             StatusCode::TOO_MANY_REQUESTS => {
-                let retry_after = retry_after_of(response.headers());
-                let exhausted = rate_limit_retries >= shared.policy.retries();
-                let (false, Some(spare)) = (exhausted, spare) else {
-                    return Err(Error::from(GatewayError::RateLimited {
-                        retry_after,
-                        attempts: rate_limit_retries + 1,
-                    })
-                    .into());
-                };
-                let delay = shared
+                let (delay, next) = shared
                     .policy
-                    .rate_limit_delay(retry_after, rate_limit_retries);
-                tracing::warn!(
-                    retry = rate_limit_retries + 1,
-                    delay_ms = delay.as_millis() as u64,
-                    retry_after_s = retry_after.map(|wait| wait.as_secs()),
-                    "429 from MegaLLM; waiting before retrying"
-                );
+                    .after_rate_limit(response.headers(), rate_limit_retries, spare)
+                    .map_err(|error| BoxError::from(Error::from(error)))?;
                 drop(response);
                 shared.policy.sleep(delay).await;
                 rate_limit_retries += 1;
-                request = spare;
+                request = next;
             }
             _ => return Ok(response),
         }
