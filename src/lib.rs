@@ -50,7 +50,7 @@
 //! swap. Through transient failures it serves the last good key for a bounded grace, and it
 //! re-resolves once when the gateway rejects a key. With feature `reqwest`,
 //! [`http::reqwest::MegaLlmClient`] puts the provider's headers on every request and handles
-//! MegaLLM's 401, 403 and 429 answers; feature `tower` offers the same as a layer. See
+//! MegaLLM's 401, 403 and 429 responses. Feature `tower` offers the same as a layer. See
 //! `docs/rotation.md` and `docs/http.md`.
 //!
 //! # Features

@@ -291,7 +291,7 @@ fn check_anthropic_version(version: &str) -> Result<(), HeaderError> {
 /// - Reads are lock-free: [`KeyProvider::current`] loads the published [`KeySnapshot`] with one
 ///   atomic load while the key is fresh.
 /// - Single flight: any number of callers at a cold start, or after the key can no longer be
-///   served, cause one resolution of the chain; the others wait for its outcome.
+///   served, cause one resolution of the chain. The other callers wait for its outcome.
 /// - Refresh ahead: once a key is older than its source kind's refresh interval, the next
 ///   caller starts a background resolution and keeps the old key meanwhile.
 /// - Last known good: when a refresh fails transiently (the backend is unavailable, or the
@@ -779,9 +779,9 @@ fn log_success(previous: &State, snapshot: &KeySnapshot) {
     }
 }
 
-/// Returns whether `error` is a failure through which the last good key may be served: the
-/// backend is unavailable, or the file that supplied the last good key is missing, as it is for
-/// a moment while Kubernetes swaps its `..data` symlink.
+/// Returns whether the last good key may still be served after `error`. That is the case
+/// when the backend is unavailable, or when the file that supplied the last good key is
+/// missing, as it is for a moment while Kubernetes swaps its `..data` symlink.
 fn is_transient(error: &ChainError, last_good: Option<&KeySnapshot>) -> bool {
     match error.kind() {
         SourceErrorKind::Unavailable => true,

@@ -3,7 +3,7 @@
 //!
 //! The parent directory of each file is watched, not the file: Kubernetes rotates a mounted
 //! secret by pointing the `..data` symlink in that directory at a new timestamped directory, so
-//! the file's own path never sees a write.
+//! the file's own path is never written.
 
 use std::future::Future;
 use std::path::PathBuf;

@@ -128,10 +128,7 @@ fn check_accepted(key: &ApiKey, policy: KeyPolicy) -> Result<(), TestCaseError> 
 /// exactly when `AuthHeaders::from_secret` must succeed. A credential may not contain spaces
 /// or tabs either, because servers trim them from the ends of header values.
 fn is_valid_header_value(secret: &[u8]) -> bool {
-    !secret.is_empty()
-        && !secret
-            .iter()
-            .any(|&byte| byte <= b' ' || byte == 0x7f)
+    !secret.is_empty() && !secret.iter().any(|&byte| byte <= b' ' || byte == 0x7f)
 }
 
 fn policies() -> impl Strategy<Value = KeyPolicy> {

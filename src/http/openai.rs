@@ -18,7 +18,7 @@
 //! being wiped. The prebuilt, zeroizing headers of [`KeySnapshot`](crate::KeySnapshot) are not
 //! used on this path.
 //!
-//! The config holds the key that was current when it was built. After a rotation, build a new
+//! The config contains the key that was current when it was built. After a rotation, build a new
 //! config and client; the reqwest middleware and the tower layer pick up rotations by
 //! themselves.
 

@@ -430,7 +430,7 @@ fn line_of_offset(bytes: &[u8], offset: usize) -> usize {
 /// has returned in full.
 ///
 /// dotenvy wraps its reader in a `BufReader`, which refills only when its buffer is empty, so
-/// with this reader it never holds more than the line it is parsing.
+/// with this reader its buffer never contains more than the line it is parsing.
 struct LineReader<'a> {
     rest: &'a [u8],
     lines_read: Rc<Cell<usize>>,

@@ -135,7 +135,7 @@ impl KeySource for EnvSource {
 ///   - unavailable: any other I/O failure;
 ///   - invalid key: the content is not a valid key.
 ///
-/// A missing file is a configuration error, not "not found": the variable says where the key
+/// A missing file is a configuration error, not "not found": the variable names where the key
 /// is, so falling back to another source would hide the broken setting. The file is read like
 /// a [`SecretFileSource`](crate::SecretFileSource): through symlinks at every resolution, into
 /// zeroizing memory, with the same default size limit.

@@ -35,7 +35,7 @@ pub use secret_file::SecretFileSource;
 #[doc = include_str!("../../docs/sources.md")]
 pub struct SourcesGuide;
 
-/// Variable that holds the key in the default chain.
+/// Variable that contains the key in the default chain.
 pub const DEFAULT_KEY_VAR: &str = "MEGALLM_API_KEY";
 /// Variable that names a key file in the default chain.
 pub const DEFAULT_KEY_FILE_VAR: &str = "MEGALLM_API_KEY_FILE";

@@ -206,7 +206,7 @@ pub fn assert_no_leak(error: Option<&SourceError>, source: &dyn KeySource, secre
 }
 
 /// Returns whether `text` contains an OpenBao or Vault service token (`s.` or `hvs.` and at least
-/// 24 letters and digits), such as one issued by a login that the test never sees.
+/// 24 letters and digits), such as one issued by a login whose response the test never reads.
 pub fn contains_service_token(text: &str) -> bool {
     text.match_indices("s.").any(|(start, _)| {
         let preceded_by_word = text[..start]

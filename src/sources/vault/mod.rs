@@ -32,8 +32,8 @@
 //! - Denied: Vault responded 403. The message names address, namespace, mount and path and the
 //!   policy path to grant.
 //! - Unavailable: sealed, HTTP 429 or 5xx, connection failure or timeout.
-//! - Token lifecycle: the TTL is read with `auth/token/lookup-self` after login; a renewable
-//!   token is renewed at two thirds of its TTL on the next resolve; after a 403 a login method
+//! - Token lifecycle: the TTL is read with `auth/token/lookup-self` after login. A renewable
+//!   token is renewed at two thirds of its TTL on the next resolve. After a 403, a login method
 //!   logs in once more and retries.
 
 mod auth;
@@ -566,7 +566,7 @@ fn identity(
     pem.push(b'\n');
     pem.extend_from_slice(&read(&key)?);
 
-    // Security: the buffer holds the private key and is wiped on drop; reqwest's error is
+    // Security: the buffer contains the private key and is wiped on drop. reqwest's error is
     // replaced because it may describe the input.
     vaultrs::client::Identity::from_pem(&pem)
         .map(Some)

@@ -589,7 +589,7 @@ impl VaultSource {
         if v2_failure.is_forbidden() && v1_failure.is_forbidden() {
             return Err(ReadError::Forbidden);
         }
-        // One layout answered 404 and the other 403: the token may read where the secret
+        // One layout returned 404 and the other 403. The token may read where the secret
         // would be in one layout, and it is not there. Reporting "denied" would point at a
         // policy that is already right.
         if v2_failure.is_forbidden() || v1_failure.is_forbidden() {
