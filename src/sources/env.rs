@@ -91,15 +91,7 @@ impl KeySource for EnvSource {
     }
 
     async fn resolve(&self) -> Result<Resolved, SourceError> {
-        let value = read_var(&self.environment, &self.var, &self.label)?.ok_or_else(|| {
-            SourceError::not_found(&self.label, format!("{} is not set", self.var))
-        })?;
-        if value.is_empty() {
-            return Err(SourceError::not_found(
-                &self.label,
-                format!("{} is set but empty", self.var),
-            ));
-        }
+        let value = read_non_empty_var(&self.environment, &self.var, &self.label)?;
 
         if is_set(&self.environment, &self.file_var) {
             return Err(conflict(&self.label, &self.var, &self.file_var));
@@ -219,15 +211,7 @@ impl KeySource for EnvFileSource {
     }
 
     async fn resolve(&self) -> Result<Resolved, SourceError> {
-        let value = read_var(&self.environment, &self.var, &self.label)?.ok_or_else(|| {
-            SourceError::not_found(&self.label, format!("{} is not set", self.var))
-        })?;
-        if value.is_empty() {
-            return Err(SourceError::not_found(
-                &self.label,
-                format!("{} is set but empty", self.var),
-            ));
-        }
+        let value = read_non_empty_var(&self.environment, &self.var, &self.label)?;
 
         if let Some(key_var) = &self.key_var
             && is_set(&self.environment, key_var)
@@ -279,6 +263,23 @@ fn read_var(
         )
         .with_cause(not_unicode)
     })
+}
+
+/// Returns the value of `name`. An unset or empty variable is "not found", so a chain moves on.
+fn read_non_empty_var(
+    environment: &Environment,
+    name: &str,
+    label: &str,
+) -> Result<Zeroizing<String>, SourceError> {
+    let value = read_var(environment, name, label)?
+        .ok_or_else(|| SourceError::not_found(label, format!("{name} is not set")))?;
+    if value.is_empty() {
+        return Err(SourceError::not_found(
+            label,
+            format!("{name} is set but empty"),
+        ));
+    }
+    Ok(value)
 }
 
 /// Returns whether `name` is set to a non-empty value. A value that is not Unicode counts as
