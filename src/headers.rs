@@ -99,8 +99,8 @@ pub enum HeaderError {
 ///
 /// The credential value is marked sensitive, so `http`'s `Debug` prints `Sensitive`, and its
 /// bytes live in zeroizing memory that is wiped when the last clone of the value drops.
-/// `apply` removes every existing `authorization` and `x-api-key` header first, so exactly
-/// one credential header leaves.
+/// `apply` replaces any credential header of its style and removes the other style's, so
+/// exactly one credential header leaves.
 #[derive(Clone)]
 pub struct AuthHeaders {
     style: ApiStyle,
