@@ -186,6 +186,7 @@ impl AuthHeaders {
     /// header, and the other style's header is removed, whatever the case of either name. In
     /// Anthropic style `anthropic-version` is set unless the request already carries one.
     /// `X-Debug-Auth: true` is added when enabled; a request's own `X-Debug-Auth` is kept.
+    #[inline]
     pub fn apply(&self, headers: &mut HeaderMap) {
         let (credential_header, other_header) = match self.style {
             ApiStyle::OpenAi => (AUTHORIZATION, X_API_KEY),

@@ -4,7 +4,9 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -84,6 +86,7 @@ impl KeySnapshot {
     }
 
     /// Writes the headers into `headers`, as [`AuthHeaders::apply`] does.
+    #[inline]
     pub fn apply(&self, headers: &mut HeaderMap) {
         self.headers.apply(headers);
     }
@@ -261,6 +264,8 @@ impl KeyProviderBuilder {
             state: ArcSwap::from_pointee(State::empty(now)),
             resolve_lock: tokio::sync::Mutex::new(()),
             refreshing: AtomicBool::new(false),
+            fresh: AtomicU64::new(NOT_FRESH),
+            fresh_timer: Mutex::new(None),
             watch: Mutex::new(None),
             watch_started: AtomicBool::new(false),
             last_invalidation: Mutex::new(None),
@@ -288,8 +293,10 @@ fn check_anthropic_version(version: &str) -> Result<(), HeaderError> {
 
 /// The cached key of a [`KeyChain`], ready to be turned into request headers.
 ///
-/// - Reads are lock-free: [`KeyProvider::current`] loads the published [`KeySnapshot`] with one
-///   atomic load while the key is fresh.
+/// - Reads are lock-free: while the key is fresh, [`KeyProvider::current`] loads the published
+///   [`KeySnapshot`] without a lock or a clock read, and [`KeyProvider::apply_current`] writes
+///   its headers without cloning it. A timer on the Tokio runtime that published the key ends
+///   the fresh period.
 /// - Single flight: any number of callers at a cold start, or after the key can no longer be
 ///   served, cause one resolution of the chain. The other callers wait for its outcome.
 /// - Refresh ahead: once a key is older than its source kind's refresh interval, the next
@@ -330,11 +337,30 @@ struct Inner {
     resolve_lock: tokio::sync::Mutex<()>,
     /// Set while a background refresh task exists, so at most one is spawned.
     refreshing: AtomicBool,
+    /// The generation of the published state while its key is fresh, or [`NOT_FRESH`]. A
+    /// timer resets it shortly before the refresh is due, so a reader that finds it equal to
+    /// the state's generation can serve the key without reading the clock.
+    fresh: AtomicU64,
+    /// The task that resets `fresh`, aborted when it is replaced or the provider is dropped.
+    fresh_timer: Mutex<Option<tokio::task::AbortHandle>>,
     watch: Mutex<Option<WatchHandle>>,
     watch_started: AtomicBool,
     /// The key whose invalidation last caused a resolution, and when that resolution ended.
     /// Guarded by `resolve_lock`'s critical section.
     last_invalidation: Mutex<Option<(Fingerprint, Instant)>>,
+}
+
+/// The value of [`Inner::fresh`] when no published key may be served without a clock check.
+const NOT_FRESH: u64 = u64::MAX;
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Ok(slot) = self.fresh_timer.get_mut()
+            && let Some(timer) = slot.take()
+        {
+            timer.abort();
+        }
+    }
 }
 
 /// The published state. It is replaced as a whole after every resolution attempt.
@@ -479,7 +505,8 @@ impl KeyProvider {
 
     /// Returns the current key, resolving the chain first when no key can be served.
     ///
-    /// While a key is fresh this is one atomic load. When the key is due for refresh, a
+    /// While a key is fresh this takes no lock and reads no clock: an `arc-swap` load, a flag
+    /// check and an `Arc` clone. When the key is due for refresh, a
     /// background task resolves the chain and this call returns the current key at once.
     ///
     /// # Errors
@@ -487,22 +514,71 @@ impl KeyProvider {
     /// [`Error::Refresh`] when the chain has no key, fails hard, or has failed transiently
     /// for longer than the stale grace. A failure is returned without a new attempt until the
     /// retry delay has passed.
+    #[inline]
     pub async fn current(&self) -> Result<Arc<KeySnapshot>, Error> {
         match self.decide() {
             (Decision::Serve { snapshot, .. }, _) => Ok(snapshot),
             (Decision::Fail(error), _) => Err(Error::Refresh(error)),
-            (Decision::Resolve, generation) => {
-                self.inner
-                    .resolve_shared(Some(generation), Trigger::Needed)
-                    .await
-            }
+            (Decision::Resolve, generation) => self.resolve_needed(generation).await,
         }
+    }
+
+    /// Resolves the chain because no key can be served. The resolution's future is boxed so
+    /// that the futures of [`KeyProvider::current`] and [`KeyProvider::apply_current`] stay
+    /// small on the path that serves a cached key.
+    fn resolve_needed(
+        &self,
+        generation: u64,
+    ) -> Pin<Box<dyn Future<Output = Result<Arc<KeySnapshot>, Error>> + Send + '_>> {
+        Box::pin(self.inner.resolve_shared(Some(generation), Trigger::Needed))
+    }
+
+    /// Writes the current key's headers into `headers`, as [`KeySnapshot::apply`] does,
+    /// resolving the chain first when no key can be served.
+    ///
+    /// While the key is fresh this borrows the published snapshot instead of cloning its
+    /// `Arc`, so it is the cheapest way to add the credential to a request. Use
+    /// [`KeyProvider::current`] instead when the request's outcome must be tied to the key it
+    /// carried, for example to call [`KeyProvider::invalidate`] after a 401.
+    ///
+    /// # Errors
+    ///
+    /// As [`KeyProvider::current`]; `headers` is left unchanged.
+    #[inline]
+    pub async fn apply_current(&self, headers: &mut HeaderMap) -> Result<(), Error> {
+        if self.inner.apply_fresh(headers) {
+            return Ok(());
+        }
+        self.apply_unfresh(headers).await
+    }
+
+    /// Returns, boxed, the part of [`KeyProvider::apply_current`] that reads the clock and may
+    /// resolve, so that the future stays small on the fresh path.
+    #[inline(never)]
+    fn apply_unfresh<'a>(
+        &'a self,
+        headers: &'a mut HeaderMap,
+    ) -> Pin<Box<dyn Future<Output = Result<(), Error>> + Send + 'a>> {
+        Box::pin(async move {
+            self.current().await?.apply(headers);
+            Ok(())
+        })
     }
 
     /// Decides from the published state what a caller gets, and starts a background refresh
     /// when the key it serves is due. Returns the decision and the state's generation.
+    #[inline]
     fn decide(&self) -> (Decision, u64) {
         let state = self.inner.state.load();
+        if self.inner.fresh.load(Ordering::Acquire) == state.generation
+            && let Some(snapshot) = &state.snapshot
+        {
+            let decision = Decision::Serve {
+                snapshot: snapshot.clone(),
+                refresh_due: false,
+            };
+            return (decision, state.generation);
+        }
         let decision = state.decide(Instant::now(), self.inner.config.stale_grace);
         if let Decision::Serve {
             refresh_due: true, ..
@@ -525,6 +601,26 @@ impl KeyProvider {
                 self.inner.spawn_refresh(generation, Trigger::Needed);
                 None
             }
+        }
+    }
+
+    /// Writes the current key's headers into `headers` when a key can be served without
+    /// waiting, and returns whether it did.
+    ///
+    /// This is the synchronous form of [`KeyProvider::apply_current`], and the cheapest read:
+    /// while the key is fresh it neither clones the snapshot nor reads the clock. When no key
+    /// can be served, `headers` is left unchanged and, as [`KeyProvider::try_current`] does, a
+    /// background resolution is started if this thread is inside a Tokio runtime.
+    pub fn try_apply_current(&self, headers: &mut HeaderMap) -> bool {
+        if self.inner.apply_fresh(headers) {
+            return true;
+        }
+        match self.try_current() {
+            Some(snapshot) => {
+                snapshot.apply(headers);
+                true
+            }
+            None => false,
         }
     }
 
@@ -585,6 +681,26 @@ impl fmt::Debug for KeyProvider {
     }
 }
 
+/// Ends the fresh mark of one generation when dropped: when its timer fires, is aborted, or
+/// is dropped with its runtime. A newer generation's mark is left alone.
+struct FreshMark {
+    inner: Weak<Inner>,
+    generation: u64,
+}
+
+impl Drop for FreshMark {
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.upgrade() {
+            let _ = inner.fresh.compare_exchange(
+                self.generation,
+                NOT_FRESH,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            );
+        }
+    }
+}
+
 /// Resets [`Inner::refreshing`] when a background refresh ends, even when its task is dropped.
 struct RefreshingGuard(Arc<Inner>);
 
@@ -595,6 +711,78 @@ impl Drop for RefreshingGuard {
 }
 
 impl Inner {
+    /// Writes the headers of the published key when it is fresh, and returns whether it did.
+    #[inline]
+    fn apply_fresh(&self, headers: &mut HeaderMap) -> bool {
+        let state = self.state.load();
+        if self.fresh.load(Ordering::Acquire) != state.generation {
+            return false;
+        }
+        match &state.snapshot {
+            Some(snapshot) => {
+                snapshot.apply(headers);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Publishes `next` and, when its key can be served until `next.next_attempt_at` without
+    /// a clock check, marks it fresh until a timer resets the mark.
+    fn publish(self: &Arc<Self>, next: State) {
+        let generation = next.generation;
+        let fresh_for = match (&next.snapshot, next.stale_since) {
+            (Some(snapshot), None) => Some(self.config.refresh_interval(snapshot.kind())),
+            _ => None,
+        };
+        let refresh_at = next.next_attempt_at;
+
+        self.fresh.store(NOT_FRESH, Ordering::Release);
+        self.state.store(Arc::new(next));
+        if let Some(interval) = fresh_for {
+            self.mark_fresh(generation, refresh_at, interval);
+        }
+    }
+
+    /// Marks `generation` fresh and starts the timer that ends the mark a little before
+    /// `refresh_at`. Without a Tokio runtime on this thread nothing is marked, and every read
+    /// checks the clock.
+    ///
+    /// NOTE: the timer runs on the runtime that published the key. While that runtime is
+    /// blocked, readers on other threads keep the key past its refresh interval. When it shuts
+    /// down, the timer is dropped and the mark ends with it.
+    fn mark_fresh(self: &Arc<Self>, generation: u64, refresh_at: Instant, interval: Duration) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        // Ending the mark early hands the last moments to the clock-checked path, which is the
+        // one that starts the refresh, even when the timer fires a tick late.
+        let margin = (interval / 8).clamp(Duration::from_millis(2), Duration::from_secs(1));
+        let Some(ends) = refresh_at.checked_sub(margin) else {
+            return;
+        };
+        if ends <= Instant::now() {
+            return;
+        }
+
+        // The mark is set before the timer exists, so a timer that ends at once cannot be
+        // overtaken by the store.
+        self.fresh.store(generation, Ordering::Release);
+        let mark = FreshMark {
+            inner: Arc::downgrade(self),
+            generation,
+        };
+        let timer = runtime.spawn(async move {
+            tokio::time::sleep_until(ends).await;
+            drop(mark);
+        });
+        if let Ok(mut slot) = self.fresh_timer.lock()
+            && let Some(previous) = slot.replace(timer.abort_handle())
+        {
+            previous.abort();
+        }
+    }
+
     /// Starts one background resolution unless one is already running or no Tokio runtime is
     /// available on this thread.
     fn spawn_refresh(self: &Arc<Self>, observed: u64, trigger: Trigger) {
@@ -662,7 +850,7 @@ impl Inner {
         };
 
         let outcome = next.outcome(now, config.stale_grace);
-        self.state.store(Arc::new(next));
+        self.publish(next);
         outcome.expect("a resolution attempt leaves either a key or a failure")
     }
 

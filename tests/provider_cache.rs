@@ -96,6 +96,13 @@ async fn settle() {
     }
 }
 
+/// Moves the paused clock forward and lets the tasks whose timers fired run, as they would
+/// while real time passes. The provider's own timer ends a key's fresh period.
+async fn advance(by: Duration) {
+    tokio::time::advance(by).await;
+    settle().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cold_start_resolves_once() {
     let backend = Backend::with_delay(CANARY, SourceKind::Static, Duration::from_millis(50));
@@ -140,7 +147,7 @@ async fn refresh_ahead_keeps_old_key_meanwhile() {
     provider.current().await.unwrap();
     backend.set_key(CANARY_ROTATED);
 
-    tokio::time::advance(Duration::from_secs(59)).await;
+    advance(Duration::from_secs(59)).await;
     assert_eq!(
         provider.current().await.unwrap().fingerprint(),
         &fingerprint(CANARY)
@@ -148,7 +155,7 @@ async fn refresh_ahead_keeps_old_key_meanwhile() {
     settle().await;
     assert_eq!(backend.calls(), 1, "no refresh before the interval");
 
-    tokio::time::advance(Duration::from_secs(2)).await;
+    advance(Duration::from_secs(2)).await;
     let during = provider.current().await.unwrap();
     assert_eq!(
         during.fingerprint(),
@@ -171,7 +178,7 @@ async fn remote_kinds_refresh_less_often() {
     file_provider.current().await.unwrap();
     remote_provider.current().await.unwrap();
 
-    tokio::time::advance(megallm_auth::DEFAULT_FILE_REFRESH + Duration::from_secs(1)).await;
+    advance(megallm_auth::DEFAULT_FILE_REFRESH + Duration::from_secs(1)).await;
     file_provider.current().await.unwrap();
     remote_provider.current().await.unwrap();
     settle().await;
@@ -195,7 +202,7 @@ async fn stale_grace_serves_then_fails() {
     backend.fail_with(Some(SourceErrorKind::Unavailable));
 
     // The refresh at 11 s fails: the stale grace runs from then until 41 s.
-    tokio::time::advance(Duration::from_secs(11)).await;
+    advance(Duration::from_secs(11)).await;
     assert_eq!(
         provider.current().await.unwrap().fingerprint(),
         &fingerprint(CANARY)
@@ -204,13 +211,13 @@ async fn stale_grace_serves_then_fails() {
     assert_eq!(backend.calls(), 2);
 
     for _ in 0..29 {
-        tokio::time::advance(Duration::from_secs(1)).await;
+        advance(Duration::from_secs(1)).await;
         let served = provider.current().await.expect("within the stale grace");
         assert_eq!(served.fingerprint(), &fingerprint(CANARY));
         settle().await;
     }
 
-    tokio::time::advance(Duration::from_secs(2)).await;
+    advance(Duration::from_secs(2)).await;
     let error = provider.current().await.unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Unavailable);
     let Error::Refresh(refresh) = &error else {
@@ -229,7 +236,7 @@ async fn stale_grace_serves_then_fails() {
     // The source comes back with a rotated key after the grace ended.
     backend.set_key(CANARY_ROTATED);
     backend.fail_with(None);
-    tokio::time::advance(Duration::from_secs(2)).await;
+    advance(Duration::from_secs(2)).await;
     let recovered = provider.current().await.unwrap();
     assert_eq!(recovered.fingerprint(), &fingerprint(CANARY_ROTATED));
     let contents = logs.contents();
@@ -256,17 +263,17 @@ async fn source_recovery_ends_stale_period() {
         .unwrap();
     provider.current().await.unwrap();
     backend.fail_with(Some(SourceErrorKind::Unavailable));
-    tokio::time::advance(Duration::from_secs(11)).await;
+    advance(Duration::from_secs(11)).await;
     provider.current().await.unwrap();
     settle().await;
 
     backend.fail_with(None);
     backend.set_key(CANARY_ROTATED);
-    tokio::time::advance(Duration::from_secs(2)).await;
+    advance(Duration::from_secs(2)).await;
     provider.current().await.unwrap();
     settle().await;
 
-    tokio::time::advance(Duration::from_secs(10)).await;
+    advance(Duration::from_secs(10)).await;
     let served = provider
         .current()
         .await
@@ -285,7 +292,7 @@ async fn hard_failure_is_not_served_stale() {
     provider.current().await.unwrap();
     backend.fail_with(Some(SourceErrorKind::Denied));
 
-    tokio::time::advance(Duration::from_secs(11)).await;
+    advance(Duration::from_secs(11)).await;
     provider.current().await.unwrap();
     settle().await;
 
@@ -318,7 +325,7 @@ async fn failure_is_cached_for_retry_delay() {
     assert_eq!(backend.calls(), 1);
 
     backend.fail_with(None);
-    tokio::time::advance(Duration::from_secs(2)).await;
+    advance(Duration::from_secs(2)).await;
     let served = provider.current().await.unwrap();
     assert_eq!(served.fingerprint(), &fingerprint(CANARY));
     assert_eq!(backend.calls(), 2);
@@ -377,7 +384,7 @@ async fn staggered_invalidations_wait_retry_delay() {
     }
     assert_eq!(backend.calls(), 2, "one resolution for the burst");
 
-    tokio::time::advance(Duration::from_millis(1100)).await;
+    advance(Duration::from_millis(1100)).await;
     provider.invalidate(&fingerprint(CANARY)).await.unwrap();
     assert_eq!(backend.calls(), 3, "a later 401 resolves again");
 }
@@ -455,5 +462,156 @@ async fn try_current_never_waits() {
         .try_current()
         .expect("the background resolution finished");
     assert_eq!(snapshot.fingerprint(), &fingerprint(CANARY));
+    assert_eq!(backend.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn apply_current_writes_the_current_headers() {
+    let backend = Backend::new(CANARY, SourceKind::Static);
+    let provider = provider_over(&backend)
+        .refresh_interval(SourceKind::Static, Duration::from_secs(60))
+        .style(ApiStyle::Anthropic)
+        .build()
+        .unwrap();
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        "authorization",
+        "Bearer sk-mega-TESTSTALE0000".parse().unwrap(),
+    );
+
+    provider.apply_current(&mut headers).await.unwrap();
+
+    assert_eq!(headers["x-api-key"].as_bytes(), CANARY.as_bytes());
+    assert!(headers["x-api-key"].is_sensitive());
+    assert_eq!(headers["anthropic-version"], "2023-06-01");
+    assert!(!headers.contains_key("authorization"));
+    assert_eq!(backend.calls(), 1);
+
+    backend.set_key(CANARY_ROTATED);
+    advance(Duration::from_secs(61)).await;
+    provider.apply_current(&mut headers).await.unwrap();
+    assert_eq!(
+        headers["x-api-key"].as_bytes(),
+        CANARY.as_bytes(),
+        "the old key while the refresh runs"
+    );
+    settle().await;
+    provider.apply_current(&mut headers).await.unwrap();
+    assert_eq!(headers["x-api-key"].as_bytes(), CANARY_ROTATED.as_bytes());
+    assert_eq!(headers.len(), 2);
+    assert_eq!(backend.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn apply_current_failure_keeps_headers() {
+    let backend = Backend::new(CANARY, SourceKind::Static);
+    backend.fail_with(Some(SourceErrorKind::Denied));
+    let provider = provider_over(&backend).build().unwrap();
+    let mut headers = http::HeaderMap::new();
+    headers.insert("content-type", "application/json".parse().unwrap());
+
+    let error = provider.apply_current(&mut headers).await.unwrap_err();
+
+    assert!(matches!(error, Error::Refresh(_)), "{error:?}");
+    assert_eq!(error.kind(), ErrorKind::Denied);
+    assert_eq!(headers.len(), 1);
+    assert_eq!(headers["content-type"], "application/json");
+}
+
+/// Builds a current-thread runtime with its timer enabled.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap()
+}
+
+/// The runtime that published a key can end before the key is due for refresh. A read on
+/// another runtime must still find the key due and start the refresh.
+#[test]
+fn refresh_starts_after_publisher_runtime_ends() {
+    let backend = Backend::new(CANARY, SourceKind::Static);
+    let provider = provider_over(&backend)
+        .refresh_interval(SourceKind::Static, Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let first = runtime().block_on(provider.current()).unwrap();
+    assert_eq!(first.fingerprint(), &fingerprint(CANARY));
+    backend.set_key(CANARY_ROTATED);
+
+    std::thread::sleep(Duration::from_millis(400));
+    let rotated = runtime().block_on(async {
+        for _ in 0..200 {
+            let snapshot = provider.current().await.unwrap();
+            if snapshot.fingerprint() == &fingerprint(CANARY_ROTATED) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    });
+
+    assert!(rotated, "the key was never refreshed");
+    assert_eq!(backend.calls(), 2);
+}
+
+/// Reads outside any runtime find a key that was fresh, and one that is due, the same way the
+/// clock-checked path does.
+#[test]
+fn reads_outside_runtime_follow_interval() {
+    let backend = Backend::new(CANARY, SourceKind::Static);
+    let provider = provider_over(&backend)
+        .refresh_interval(SourceKind::Static, Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let publisher = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_time()
+        .build()
+        .unwrap();
+    publisher.block_on(provider.current()).unwrap();
+    backend.set_key(CANARY_ROTATED);
+
+    let fresh = provider.try_current().unwrap();
+    assert_eq!(fresh.fingerprint(), &fingerprint(CANARY));
+
+    // Past the interval the key is due. A read outside a runtime cannot start the refresh,
+    // so it serves the old key, and a read inside the runtime starts it.
+    std::thread::sleep(Duration::from_millis(400));
+    let due = provider.try_current().unwrap();
+    assert_eq!(due.fingerprint(), &fingerprint(CANARY));
+    assert_eq!(backend.calls(), 1);
+    let rotated = publisher.block_on(async {
+        for _ in 0..200 {
+            let snapshot = provider.current().await.unwrap();
+            if snapshot.fingerprint() == &fingerprint(CANARY_ROTATED) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    });
+    assert!(rotated, "the key was never refreshed");
+    assert_eq!(backend.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn try_apply_current_never_waits() {
+    let backend = Backend::new(CANARY, SourceKind::Static);
+    let provider = provider_over(&backend).build().unwrap();
+    let mut headers = http::HeaderMap::new();
+    headers.insert("content-type", "application/json".parse().unwrap());
+
+    assert!(!provider.try_apply_current(&mut headers));
+    assert_eq!(headers.len(), 1, "nothing written before a key exists");
+    settle().await;
+
+    assert!(provider.try_apply_current(&mut headers));
+    assert_eq!(
+        headers["authorization"].as_bytes(),
+        format!("Bearer {CANARY}").as_bytes()
+    );
+    assert!(headers["authorization"].is_sensitive());
+    assert_eq!(headers.len(), 2);
     assert_eq!(backend.calls(), 1);
 }
