@@ -13,19 +13,22 @@ use async_openai::config::{Config, OpenAIConfig};
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use megallm_auth::{KeyChain, KeyProvider, StaticSource};
+use tokio::runtime::Runtime;
 
 const KEY: &str = "sk-mega-TESTBENCH000000000000000000000000";
 
-fn warm_provider() -> KeyProvider {
-    let chain = KeyChain::new().with(StaticSource::new(KEY).unwrap());
-    let provider = KeyProvider::builder(chain).build().unwrap();
-    tokio::runtime::Builder::new_current_thread()
+/// Returns a provider that has resolved its key, with the runtime that published it. The
+/// runtime keeps running, as a service's does: its timer ends the key's fresh period.
+fn warm_provider() -> (KeyProvider, Runtime) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_time()
         .build()
-        .unwrap()
-        .block_on(provider.current())
         .unwrap();
-    provider
+    let chain = KeyChain::new().with(StaticSource::new(KEY).unwrap());
+    let provider = KeyProvider::builder(chain).build().unwrap();
+    runtime.block_on(provider.current()).unwrap();
+    (provider, runtime)
 }
 
 /// Polls a future that completes without waiting, as `current()` does for a warm provider.
@@ -39,7 +42,7 @@ fn poll_ready<F: Future>(future: F) -> F::Output {
 }
 
 fn header_injection(c: &mut Criterion) {
-    let provider = warm_provider();
+    let (provider, _runtime) = warm_provider();
     let prebuilt = provider.try_current().unwrap().headers().to_header_map()[AUTHORIZATION].clone();
     let openai = OpenAIConfig::new()
         .with_api_key(KEY)
@@ -60,6 +63,18 @@ fn header_injection(c: &mut Criterion) {
         b.iter(|| {
             let snapshot = poll_ready(black_box(&provider).current()).unwrap();
             snapshot.apply(&mut headers);
+            black_box(&headers);
+        })
+    });
+    group.bench_function("provider_apply_current", |b| {
+        b.iter(|| {
+            poll_ready(black_box(&provider).apply_current(&mut headers)).unwrap();
+            black_box(&headers);
+        })
+    });
+    group.bench_function("provider_try_apply_current", |b| {
+        b.iter(|| {
+            assert!(black_box(&provider).try_apply_current(&mut headers));
             black_box(&headers);
         })
     });
@@ -93,29 +108,46 @@ fn header_injection(c: &mut Criterion) {
 }
 
 fn two_thread_reads(c: &mut Criterion) {
-    let provider = Arc::new(warm_provider());
+    let (provider, _runtime) = warm_provider();
+    let provider = Arc::new(provider);
 
     c.bench_function("provider_current_two_threads", |b| {
         b.iter_custom(|iterations| {
-            let per_thread = iterations.div_ceil(2);
-            let started = Instant::now();
-            std::thread::scope(|scope| {
-                for _ in 0..2 {
-                    let provider = provider.clone();
-                    scope.spawn(move || {
-                        let mut headers = HeaderMap::with_capacity(8);
-                        for _ in 0..per_thread {
-                            let snapshot = poll_ready(provider.current()).unwrap();
-                            snapshot.apply(&mut headers);
-                            black_box(&headers);
-                        }
-                    });
-                }
-            });
-            // Wall time for `iterations` reads spread over two threads.
-            started.elapsed()
+            on_two_threads(&provider, iterations, |provider, headers| {
+                poll_ready(provider.current()).unwrap().apply(headers);
+            })
         })
     });
+    c.bench_function("provider_try_apply_current_two_threads", |b| {
+        b.iter_custom(|iterations| {
+            on_two_threads(&provider, iterations, |provider, headers| {
+                assert!(provider.try_apply_current(headers));
+            })
+        })
+    });
+}
+
+/// Runs `iterations` reads spread over two threads and returns the wall time they took.
+fn on_two_threads(
+    provider: &Arc<KeyProvider>,
+    iterations: u64,
+    read: fn(&KeyProvider, &mut HeaderMap),
+) -> Duration {
+    let per_thread = iterations.div_ceil(2);
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            let provider = provider.clone();
+            scope.spawn(move || {
+                let mut headers = HeaderMap::with_capacity(8);
+                for _ in 0..per_thread {
+                    read(black_box(&provider), &mut headers);
+                    black_box(&headers);
+                }
+            });
+        }
+    });
+    started.elapsed()
 }
 
 criterion_group! {
