@@ -526,6 +526,19 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// Reads the key every 10 ms, for at most 2 s, until it is the rotated one. Returns whether it
+/// was.
+async fn reads_until_rotated(provider: &KeyProvider) -> bool {
+    for _ in 0..200 {
+        let snapshot = provider.current().await.unwrap();
+        if snapshot.fingerprint() == &fingerprint(CANARY_ROTATED) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
 /// The runtime that published a key can end before the key is due for refresh. A read on
 /// another runtime must still find the key due and start the refresh.
 #[test]
@@ -540,16 +553,7 @@ fn refresh_starts_after_publisher_runtime_ends() {
     backend.set_key(CANARY_ROTATED);
 
     std::thread::sleep(Duration::from_millis(400));
-    let rotated = runtime().block_on(async {
-        for _ in 0..200 {
-            let snapshot = provider.current().await.unwrap();
-            if snapshot.fingerprint() == &fingerprint(CANARY_ROTATED) {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        false
-    });
+    let rotated = runtime().block_on(reads_until_rotated(&provider));
 
     assert!(rotated, "the key was never refreshed");
     assert_eq!(backend.calls(), 2);
@@ -581,16 +585,7 @@ fn reads_outside_runtime_follow_interval() {
     let due = provider.try_current().unwrap();
     assert_eq!(due.fingerprint(), &fingerprint(CANARY));
     assert_eq!(backend.calls(), 1);
-    let rotated = publisher.block_on(async {
-        for _ in 0..200 {
-            let snapshot = provider.current().await.unwrap();
-            if snapshot.fingerprint() == &fingerprint(CANARY_ROTATED) {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        false
-    });
+    let rotated = publisher.block_on(reads_until_rotated(&provider));
     assert!(rotated, "the key was never refreshed");
     assert_eq!(backend.calls(), 2);
 }
