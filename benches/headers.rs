@@ -13,13 +13,12 @@ use async_openai::config::{Config, OpenAIConfig};
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use megallm_auth::{KeyChain, KeyProvider, StaticSource};
-use tokio::runtime::Runtime;
 
 const KEY: &str = "sk-mega-TESTBENCH000000000000000000000000";
 
-/// Returns a provider that has resolved its key, with the runtime that published it. The
-/// runtime keeps running, as a service's does: its timer ends the key's fresh period.
-fn warm_provider() -> (KeyProvider, Runtime) {
+/// Returns a provider that has resolved its key on a multi-thread runtime, as a service's
+/// provider does, so the key is marked fresh.
+fn warm_provider() -> KeyProvider {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_time()
@@ -28,7 +27,7 @@ fn warm_provider() -> (KeyProvider, Runtime) {
     let chain = KeyChain::new().with(StaticSource::new(KEY).unwrap());
     let provider = KeyProvider::builder(chain).build().unwrap();
     runtime.block_on(provider.current()).unwrap();
-    (provider, runtime)
+    provider
 }
 
 /// Polls a future that completes without waiting, as `current()` does for a warm provider.
@@ -42,7 +41,7 @@ fn poll_ready<F: Future>(future: F) -> F::Output {
 }
 
 fn header_injection(c: &mut Criterion) {
-    let (provider, _runtime) = warm_provider();
+    let provider = warm_provider();
     let prebuilt = provider.try_current().unwrap().headers().to_header_map()[AUTHORIZATION].clone();
     let openai = OpenAIConfig::new()
         .with_api_key(KEY)
@@ -108,8 +107,7 @@ fn header_injection(c: &mut Criterion) {
 }
 
 fn two_thread_reads(c: &mut Criterion) {
-    let (provider, _runtime) = warm_provider();
-    let provider = Arc::new(provider);
+    let provider = Arc::new(warm_provider());
 
     c.bench_function("provider_current_two_threads", |b| {
         b.iter_custom(|iterations| {

@@ -2,16 +2,18 @@
 //! kept through transient source failures for a bounded grace, and re-resolved on demand after
 //! the gateway rejects it.
 
-use std::collections::HashMap;
+use std::cmp::{Ordering as CmpOrdering, Reverse};
+use std::collections::{BinaryHeap, HashMap};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use http::HeaderMap;
+use tokio::runtime::RuntimeFlavor;
 use tokio::time::Instant;
 
 use crate::chain::{ChainError, KeyChain, Outcome};
@@ -265,7 +267,6 @@ impl KeyProviderBuilder {
             resolve_lock: tokio::sync::Mutex::new(()),
             refreshing: AtomicBool::new(false),
             fresh: AtomicU64::new(NOT_FRESH),
-            fresh_timer: Mutex::new(None),
             watch: Mutex::new(None),
             watch_started: AtomicBool::new(false),
             last_invalidation: Mutex::new(None),
@@ -293,10 +294,10 @@ fn check_anthropic_version(version: &str) -> Result<(), HeaderError> {
 
 /// The cached key of a [`KeyChain`], ready to be turned into request headers.
 ///
-/// - Reads are lock-free: while the key is fresh, [`KeyProvider::current`] loads the published
-///   [`KeySnapshot`] without a lock or a clock read, and [`KeyProvider::apply_current`] writes
-///   its headers without cloning it. A timer on the Tokio runtime that published the key ends
-///   the fresh period.
+/// - Reads are lock-free. While a key is fresh they also skip the clock: a key published
+///   outside a current-thread runtime is marked fresh until shortly before its refresh is
+///   due, and a background thread ends the mark. [`KeyProvider::try_apply_current`] and
+///   [`KeyProvider::apply_current`] write the headers without cloning the snapshot.
 /// - Single flight: any number of callers at a cold start, or after the key can no longer be
 ///   served, cause one resolution of the chain. The other callers wait for its outcome.
 /// - Refresh ahead: once a key is older than its source kind's refresh interval, the next
@@ -337,12 +338,10 @@ struct Inner {
     resolve_lock: tokio::sync::Mutex<()>,
     /// Set while a background refresh task exists, so at most one is spawned.
     refreshing: AtomicBool,
-    /// The generation of the published state while its key is fresh, or [`NOT_FRESH`]. A
-    /// timer resets it shortly before the refresh is due, so a reader that finds it equal to
-    /// the state's generation can serve the key without reading the clock.
+    /// The generation of the published state while its key is fresh, or [`NOT_FRESH`]. The
+    /// [`FreshTimer`] resets it shortly before the refresh is due, so a reader that finds it
+    /// equal to the state's generation can serve the key without reading the clock.
     fresh: AtomicU64,
-    /// The task that resets `fresh`, aborted when it is replaced or the provider is dropped.
-    fresh_timer: Mutex<Option<tokio::task::AbortHandle>>,
     watch: Mutex<Option<WatchHandle>>,
     watch_started: AtomicBool,
     /// The key whose invalidation last caused a resolution, and when that resolution ended.
@@ -352,16 +351,6 @@ struct Inner {
 
 /// The value of [`Inner::fresh`] when no published key may be served without a clock check.
 const NOT_FRESH: u64 = u64::MAX;
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        if let Ok(slot) = self.fresh_timer.get_mut()
-            && let Some(timer) = slot.take()
-        {
-            timer.abort();
-        }
-    }
-}
 
 /// The published state. It is replaced as a whole after every resolution attempt.
 struct State {
@@ -536,10 +525,10 @@ impl KeyProvider {
     /// Writes the current key's headers into `headers`, as [`KeySnapshot::apply`] does,
     /// resolving the chain first when no key can be served.
     ///
-    /// While the key is fresh this borrows the published snapshot instead of cloning its
-    /// `Arc`, so it is the cheapest way to add the credential to a request. Use
-    /// [`KeyProvider::current`] instead when the request's outcome must be tied to the key it
-    /// carried, for example to call [`KeyProvider::invalidate`] after a 401.
+    /// It borrows the published snapshot instead of cloning its `Arc`. Use
+    /// [`KeyProvider::try_apply_current`] where waiting is never wanted, and
+    /// [`KeyProvider::current`] when the request's outcome must be tied to the key it carried,
+    /// for example to call [`KeyProvider::invalidate`] after a 401.
     ///
     /// # Errors
     ///
@@ -591,8 +580,9 @@ impl KeyProvider {
 
     /// Returns the current key when one can be served, without waiting.
     ///
-    /// When no key can be served, or the key is due for refresh, a background resolution is
-    /// started if this thread is inside a Tokio runtime.
+    /// When the key is due for refresh, or no key can be served and no failure is being
+    /// returned for the retry delay, a background resolution is started if this thread is
+    /// inside a Tokio runtime.
     pub fn try_current(&self) -> Option<Arc<KeySnapshot>> {
         match self.decide() {
             (Decision::Serve { snapshot, .. }, _) => Some(snapshot),
@@ -609,8 +599,8 @@ impl KeyProvider {
     ///
     /// This is the synchronous form of [`KeyProvider::apply_current`], and the cheapest read:
     /// while the key is fresh it neither clones the snapshot nor reads the clock. When no key
-    /// can be served, `headers` is left unchanged and, as [`KeyProvider::try_current`] does, a
-    /// background resolution is started if this thread is inside a Tokio runtime.
+    /// can be served, `headers` is left unchanged. As with [`KeyProvider::try_current`], a
+    /// background resolution starts when one is due and this thread is inside a Tokio runtime.
     pub fn try_apply_current(&self, headers: &mut HeaderMap) -> bool {
         if self.inner.apply_fresh(headers) {
             return true;
@@ -681,15 +671,16 @@ impl fmt::Debug for KeyProvider {
     }
 }
 
-/// Ends the fresh mark of one generation when dropped: when its timer fires, is aborted, or
-/// is dropped with its runtime. A newer generation's mark is left alone.
-struct FreshMark {
-    inner: Weak<Inner>,
+/// The end of one generation's fresh mark.
+struct FreshExpiry {
+    at: std::time::Instant,
     generation: u64,
+    inner: Weak<Inner>,
 }
 
-impl Drop for FreshMark {
-    fn drop(&mut self) {
+impl FreshExpiry {
+    /// Ends the mark unless a newer generation has replaced it or the provider is gone.
+    fn end(&self) {
         if let Some(inner) = self.inner.upgrade() {
             let _ = inner.fresh.compare_exchange(
                 self.generation,
@@ -697,6 +688,100 @@ impl Drop for FreshMark {
                 Ordering::AcqRel,
                 Ordering::Relaxed,
             );
+        }
+    }
+}
+
+impl PartialEq for FreshExpiry {
+    fn eq(&self, other: &Self) -> bool {
+        self.at == other.at
+    }
+}
+
+impl Eq for FreshExpiry {}
+
+impl PartialOrd for FreshExpiry {
+    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for FreshExpiry {
+    fn cmp(&self, other: &Self) -> CmpOrdering {
+        self.at.cmp(&other.at)
+    }
+}
+
+/// One thread, shared by every provider of the process, that ends fresh marks at their
+/// deadlines on the wall clock.
+///
+/// A thread of its own keeps the marks independent of any Tokio runtime: a runtime that sits
+/// idle outside `block_on`, shuts down, or has no timer enabled would otherwise leave a mark
+/// set past its deadline. The thread sleeps until the earliest deadline and holds only weak
+/// references, so it keeps no provider alive.
+struct FreshTimer {
+    queue: Mutex<BinaryHeap<Reverse<FreshExpiry>>>,
+    changed: Condvar,
+}
+
+impl FreshTimer {
+    /// Queues `expiry`, starting the thread on first use. Returns `expiry` when the thread
+    /// could not be started.
+    fn schedule(expiry: FreshExpiry) -> Result<(), FreshExpiry> {
+        static TIMER: OnceLock<Option<Arc<FreshTimer>>> = OnceLock::new();
+        let timer = TIMER.get_or_init(|| {
+            let timer = Arc::new(FreshTimer {
+                queue: Mutex::new(BinaryHeap::new()),
+                changed: Condvar::new(),
+            });
+            let runner = timer.clone();
+            let started = std::thread::Builder::new()
+                .name("megallm-auth-fresh".to_owned())
+                .spawn(move || runner.run());
+            match started {
+                Ok(_) => Some(timer),
+                Err(error) => {
+                    tracing::debug!(
+                        %error,
+                        "failed to start the key freshness timer thread, so reads check the clock"
+                    );
+                    None
+                }
+            }
+        });
+        let Some(timer) = timer else {
+            return Err(expiry);
+        };
+
+        let mut queue = timer.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        queue.push(Reverse(expiry));
+        drop(queue);
+        timer.changed.notify_one();
+        Ok(())
+    }
+
+    fn run(&self) {
+        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            let now = std::time::Instant::now();
+            while queue.peek().is_some_and(|Reverse(first)| first.at <= now) {
+                if let Some(Reverse(expiry)) = queue.pop() {
+                    expiry.end();
+                }
+            }
+            queue = match queue.peek() {
+                Some(Reverse(first)) => {
+                    let wait = first.at - now;
+                    self.changed
+                        .wait_timeout(queue, wait)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
+                }
+                None => self
+                    .changed
+                    .wait(queue)
+                    .unwrap_or_else(PoisonError::into_inner),
+            };
         }
     }
 }
@@ -744,19 +829,20 @@ impl Inner {
         }
     }
 
-    /// Marks `generation` fresh and starts the timer that ends the mark a little before
-    /// `refresh_at`. Without a Tokio runtime on this thread nothing is marked, and every read
-    /// checks the clock.
+    /// Marks `generation` fresh until a little before `refresh_at`, when the shared
+    /// [`FreshTimer`] ends the mark.
     ///
-    /// NOTE: the timer runs on the runtime that published the key. While that runtime is
-    /// blocked, readers on other threads keep the key past its refresh interval. When it shuts
-    /// down, the timer is dropped and the mark ends with it.
+    /// Nothing is marked while a current-thread runtime publishes, because such a runtime may
+    /// run on a paused clock, which a wall-clock timer cannot follow. Reads then check the
+    /// clock, as they do for a key that is not marked for any other reason.
     fn mark_fresh(self: &Arc<Self>, generation: u64, refresh_at: Instant, interval: Duration) {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        if tokio::runtime::Handle::try_current()
+            .is_ok_and(|runtime| runtime.runtime_flavor() == RuntimeFlavor::CurrentThread)
+        {
             return;
-        };
+        }
         // Ending the mark early hands the last moments to the clock-checked path, which is the
-        // one that starts the refresh, even when the timer fires a tick late.
+        // one that starts the refresh, even when the timer thread wakes late.
         let margin = (interval / 8).clamp(Duration::from_millis(2), Duration::from_secs(1));
         let Some(ends) = refresh_at.checked_sub(margin) else {
             return;
@@ -765,21 +851,16 @@ impl Inner {
             return;
         }
 
-        // The mark is set before the timer exists, so a timer that ends at once cannot be
-        // overtaken by the store.
+        // The mark is set before its expiry is queued, so an expiry that ends it at once cannot
+        // be overtaken by the store.
         self.fresh.store(generation, Ordering::Release);
-        let mark = FreshMark {
-            inner: Arc::downgrade(self),
+        let expiry = FreshExpiry {
+            at: ends.into_std(),
             generation,
+            inner: Arc::downgrade(self),
         };
-        let timer = runtime.spawn(async move {
-            tokio::time::sleep_until(ends).await;
-            drop(mark);
-        });
-        if let Ok(mut slot) = self.fresh_timer.lock()
-            && let Some(previous) = slot.replace(timer.abort_handle())
-        {
-            previous.abort();
+        if let Err(expiry) = FreshTimer::schedule(expiry) {
+            expiry.end();
         }
     }
 

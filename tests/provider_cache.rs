@@ -96,13 +96,6 @@ async fn settle() {
     }
 }
 
-/// Moves the paused clock forward and lets the tasks whose timers fired run, as they would
-/// while real time passes. The provider's own timer ends a key's fresh period.
-async fn advance(by: Duration) {
-    tokio::time::advance(by).await;
-    settle().await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cold_start_resolves_once() {
     let backend = Backend::with_delay(CANARY, SourceKind::Static, Duration::from_millis(50));
@@ -147,7 +140,7 @@ async fn refresh_ahead_keeps_old_key_meanwhile() {
     provider.current().await.unwrap();
     backend.set_key(CANARY_ROTATED);
 
-    advance(Duration::from_secs(59)).await;
+    tokio::time::advance(Duration::from_secs(59)).await;
     assert_eq!(
         provider.current().await.unwrap().fingerprint(),
         &fingerprint(CANARY)
@@ -155,7 +148,7 @@ async fn refresh_ahead_keeps_old_key_meanwhile() {
     settle().await;
     assert_eq!(backend.calls(), 1, "no refresh before the interval");
 
-    advance(Duration::from_secs(2)).await;
+    tokio::time::advance(Duration::from_secs(2)).await;
     let during = provider.current().await.unwrap();
     assert_eq!(
         during.fingerprint(),
@@ -178,7 +171,7 @@ async fn remote_kinds_refresh_less_often() {
     file_provider.current().await.unwrap();
     remote_provider.current().await.unwrap();
 
-    advance(megallm_auth::DEFAULT_FILE_REFRESH + Duration::from_secs(1)).await;
+    tokio::time::advance(megallm_auth::DEFAULT_FILE_REFRESH + Duration::from_secs(1)).await;
     file_provider.current().await.unwrap();
     remote_provider.current().await.unwrap();
     settle().await;
@@ -202,7 +195,7 @@ async fn stale_grace_serves_then_fails() {
     backend.fail_with(Some(SourceErrorKind::Unavailable));
 
     // The refresh at 11 s fails: the stale grace runs from then until 41 s.
-    advance(Duration::from_secs(11)).await;
+    tokio::time::advance(Duration::from_secs(11)).await;
     assert_eq!(
         provider.current().await.unwrap().fingerprint(),
         &fingerprint(CANARY)
@@ -211,13 +204,13 @@ async fn stale_grace_serves_then_fails() {
     assert_eq!(backend.calls(), 2);
 
     for _ in 0..29 {
-        advance(Duration::from_secs(1)).await;
+        tokio::time::advance(Duration::from_secs(1)).await;
         let served = provider.current().await.expect("within the stale grace");
         assert_eq!(served.fingerprint(), &fingerprint(CANARY));
         settle().await;
     }
 
-    advance(Duration::from_secs(2)).await;
+    tokio::time::advance(Duration::from_secs(2)).await;
     let error = provider.current().await.unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Unavailable);
     let Error::Refresh(refresh) = &error else {
@@ -236,7 +229,7 @@ async fn stale_grace_serves_then_fails() {
     // The source comes back with a rotated key after the grace ended.
     backend.set_key(CANARY_ROTATED);
     backend.fail_with(None);
-    advance(Duration::from_secs(2)).await;
+    tokio::time::advance(Duration::from_secs(2)).await;
     let recovered = provider.current().await.unwrap();
     assert_eq!(recovered.fingerprint(), &fingerprint(CANARY_ROTATED));
     let contents = logs.contents();
@@ -263,17 +256,17 @@ async fn source_recovery_ends_stale_period() {
         .unwrap();
     provider.current().await.unwrap();
     backend.fail_with(Some(SourceErrorKind::Unavailable));
-    advance(Duration::from_secs(11)).await;
+    tokio::time::advance(Duration::from_secs(11)).await;
     provider.current().await.unwrap();
     settle().await;
 
     backend.fail_with(None);
     backend.set_key(CANARY_ROTATED);
-    advance(Duration::from_secs(2)).await;
+    tokio::time::advance(Duration::from_secs(2)).await;
     provider.current().await.unwrap();
     settle().await;
 
-    advance(Duration::from_secs(10)).await;
+    tokio::time::advance(Duration::from_secs(10)).await;
     let served = provider
         .current()
         .await
@@ -292,7 +285,7 @@ async fn hard_failure_is_not_served_stale() {
     provider.current().await.unwrap();
     backend.fail_with(Some(SourceErrorKind::Denied));
 
-    advance(Duration::from_secs(11)).await;
+    tokio::time::advance(Duration::from_secs(11)).await;
     provider.current().await.unwrap();
     settle().await;
 
@@ -325,7 +318,7 @@ async fn failure_is_cached_for_retry_delay() {
     assert_eq!(backend.calls(), 1);
 
     backend.fail_with(None);
-    advance(Duration::from_secs(2)).await;
+    tokio::time::advance(Duration::from_secs(2)).await;
     let served = provider.current().await.unwrap();
     assert_eq!(served.fingerprint(), &fingerprint(CANARY));
     assert_eq!(backend.calls(), 2);
@@ -384,7 +377,7 @@ async fn staggered_invalidations_wait_retry_delay() {
     }
     assert_eq!(backend.calls(), 2, "one resolution for the burst");
 
-    advance(Duration::from_millis(1100)).await;
+    tokio::time::advance(Duration::from_millis(1100)).await;
     provider.invalidate(&fingerprint(CANARY)).await.unwrap();
     assert_eq!(backend.calls(), 3, "a later 401 resolves again");
 }
@@ -488,7 +481,7 @@ async fn apply_current_writes_the_current_headers() {
     assert_eq!(backend.calls(), 1);
 
     backend.set_key(CANARY_ROTATED);
-    advance(Duration::from_secs(61)).await;
+    tokio::time::advance(Duration::from_secs(61)).await;
     provider.apply_current(&mut headers).await.unwrap();
     assert_eq!(
         headers["x-api-key"].as_bytes(),
@@ -518,10 +511,29 @@ async fn apply_current_failure_keeps_headers() {
     assert_eq!(headers["content-type"], "application/json");
 }
 
-/// Builds a current-thread runtime with its timer enabled.
-fn runtime() -> tokio::runtime::Runtime {
+/// Builds a current-thread runtime with its timer enabled. Keys it publishes are not marked
+/// fresh, because its clock could be paused.
+fn current_thread_runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_time()
+        .build()
+        .unwrap()
+}
+
+/// Builds a multi-thread runtime with one worker. Keys it publishes are marked fresh until
+/// shortly before their refresh is due.
+fn multi_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_time()
+        .build()
+        .unwrap()
+}
+
+/// Builds a provider over `backend` whose static key is due for refresh after 300 ms.
+fn provider_due_after_300ms(backend: &Arc<Backend>) -> KeyProvider {
+    provider_over(backend)
+        .refresh_interval(SourceKind::Static, Duration::from_millis(300))
         .build()
         .unwrap()
 }
@@ -544,40 +556,54 @@ async fn reads_until_rotated(provider: &KeyProvider) -> bool {
 #[test]
 fn refresh_starts_after_publisher_runtime_ends() {
     let backend = Backend::new(CANARY, SourceKind::Static);
-    let provider = provider_over(&backend)
-        .refresh_interval(SourceKind::Static, Duration::from_millis(300))
-        .build()
-        .unwrap();
-    let first = runtime().block_on(provider.current()).unwrap();
+    let provider = provider_due_after_300ms(&backend);
+    let first = multi_thread_runtime().block_on(provider.current()).unwrap();
     assert_eq!(first.fingerprint(), &fingerprint(CANARY));
     backend.set_key(CANARY_ROTATED);
 
     std::thread::sleep(Duration::from_millis(400));
-    let rotated = runtime().block_on(reads_until_rotated(&provider));
+    let rotated = current_thread_runtime().block_on(reads_until_rotated(&provider));
 
     assert!(rotated, "the key was never refreshed");
     assert_eq!(backend.calls(), 2);
 }
 
-/// Reads outside any runtime find a key that was fresh, and one that is due, the same way the
+/// A current-thread runtime runs its timers only inside `block_on`. One that published a key
+/// and then sits idle must not keep readers on other runtimes from refreshing it.
+#[test]
+fn idle_publisher_runtime_does_not_delay_refresh() {
+    let backend = Backend::new(CANARY, SourceKind::Static);
+    let provider = provider_due_after_300ms(&backend);
+    let publisher = current_thread_runtime();
+    publisher.block_on(provider.current()).unwrap();
+    backend.set_key(CANARY_ROTATED);
+
+    std::thread::sleep(Duration::from_millis(400));
+    let rotated = multi_thread_runtime().block_on(reads_until_rotated(&provider));
+
+    assert!(rotated, "the key was never refreshed");
+    assert_eq!(backend.calls(), 2);
+    drop(publisher);
+}
+
+/// Reads outside any runtime serve a fresh key, and serve a key that is due the same way the
 /// clock-checked path does.
 #[test]
 fn reads_outside_runtime_follow_interval() {
     let backend = Backend::new(CANARY, SourceKind::Static);
-    let provider = provider_over(&backend)
-        .refresh_interval(SourceKind::Static, Duration::from_millis(300))
-        .build()
-        .unwrap();
-    let publisher = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_time()
-        .build()
-        .unwrap();
+    let provider = provider_due_after_300ms(&backend);
+    let publisher = multi_thread_runtime();
     publisher.block_on(provider.current()).unwrap();
     backend.set_key(CANARY_ROTATED);
 
     let fresh = provider.try_current().unwrap();
     assert_eq!(fresh.fingerprint(), &fingerprint(CANARY));
+    let mut headers = http::HeaderMap::new();
+    assert!(provider.try_apply_current(&mut headers));
+    assert_eq!(
+        headers["authorization"].as_bytes(),
+        format!("Bearer {CANARY}").as_bytes()
+    );
 
     // Past the interval the key is due. A read outside a runtime cannot start the refresh,
     // so it serves the old key, and a read inside the runtime starts it.
@@ -588,6 +614,46 @@ fn reads_outside_runtime_follow_interval() {
     let rotated = publisher.block_on(reads_until_rotated(&provider));
     assert!(rotated, "the key was never refreshed");
     assert_eq!(backend.calls(), 2);
+}
+
+/// A key served through a failing source is never marked fresh, so its stale grace ends on
+/// time even when the next attempt is due much later.
+#[test]
+fn stale_key_stops_when_grace_ends() {
+    let backend = Backend::new(CANARY, SourceKind::Static);
+    let provider = provider_over(&backend)
+        .refresh_interval(SourceKind::Static, Duration::from_millis(200))
+        .stale_grace(Duration::from_millis(300))
+        .retry_delay(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let runtime = multi_thread_runtime();
+    runtime.block_on(provider.current()).unwrap();
+    backend.fail_with(Some(SourceErrorKind::Unavailable));
+
+    std::thread::sleep(Duration::from_millis(250));
+    runtime.block_on(async {
+        let served = provider.current().await.unwrap();
+        assert_eq!(served.fingerprint(), &fingerprint(CANARY));
+        for _ in 0..200 {
+            if backend.calls() == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    assert_eq!(backend.calls(), 2, "the refresh ran and failed");
+    let stale = provider.try_current().unwrap();
+    assert_eq!(stale.fingerprint(), &fingerprint(CANARY));
+
+    std::thread::sleep(Duration::from_millis(400));
+    let error = runtime.block_on(provider.current()).unwrap_err();
+    let Error::Refresh(refresh) = &error else {
+        panic!("expected a refresh error: {error:?}");
+    };
+    assert!(refresh.stale_grace_ended());
+    assert_eq!(error.kind(), ErrorKind::Unavailable);
+    assert_eq!(backend.calls(), 2, "no new attempt before the retry delay");
 }
 
 #[tokio::test(start_paused = true)]
