@@ -266,7 +266,7 @@ impl KeyProviderBuilder {
             state: ArcSwap::from_pointee(State::empty(now)),
             resolve_lock: tokio::sync::Mutex::new(()),
             refreshing: AtomicBool::new(false),
-            fresh: AtomicU64::new(NOT_FRESH),
+            fresh: Arc::new(AtomicU64::new(NOT_FRESH)),
             watch: Mutex::new(None),
             watch_started: AtomicBool::new(false),
             last_invalidation: Mutex::new(None),
@@ -294,9 +294,9 @@ fn check_anthropic_version(version: &str) -> Result<(), HeaderError> {
 
 /// The cached key of a [`KeyChain`], ready to be turned into request headers.
 ///
-/// - Reads are lock-free. While a key is fresh they also skip the clock: a key published
-///   outside a current-thread runtime is marked fresh until shortly before its refresh is
-///   due, and a background thread ends the mark. [`KeyProvider::try_apply_current`] and
+/// - Reads of a cached key are lock-free. While the key is marked fresh they also skip the
+///   clock: a key published outside a current-thread runtime is marked fresh until shortly
+///   before its refresh is due, and a background thread ends the mark. [`KeyProvider::try_apply_current`] and
 ///   [`KeyProvider::apply_current`] write the headers without cloning the snapshot.
 /// - Single flight: any number of callers at a cold start, or after the key can no longer be
 ///   served, cause one resolution of the chain. The other callers wait for its outcome.
@@ -338,10 +338,11 @@ struct Inner {
     resolve_lock: tokio::sync::Mutex<()>,
     /// Set while a background refresh task exists, so at most one is spawned.
     refreshing: AtomicBool,
-    /// The generation of the published state while its key is fresh, or [`NOT_FRESH`]. The
-    /// [`FreshTimer`] resets it shortly before the refresh is due, so a reader that finds it
-    /// equal to the state's generation can serve the key without reading the clock.
-    fresh: AtomicU64,
+    /// The generation of the published state while its key is marked fresh, or
+    /// [`NOT_FRESH`]. The [`FreshTimer`] resets it shortly before the refresh is due, so a
+    /// reader that finds it equal to the state's generation can serve the key without reading
+    /// the clock. It is shared with the timer, so that the timer never owns the provider.
+    fresh: Arc<AtomicU64>,
     watch: Mutex<Option<WatchHandle>>,
     watch_started: AtomicBool,
     /// The key whose invalidation last caused a resolution, and when that resolution ended.
@@ -494,8 +495,9 @@ impl KeyProvider {
 
     /// Returns the current key, resolving the chain first when no key can be served.
     ///
-    /// While a key is fresh this takes no lock and reads no clock: an `arc-swap` load, a flag
-    /// check and an `Arc` clone. When the key is due for refresh, a
+    /// While the key is marked fresh (see [`KeyProvider`]) this takes no lock and reads no
+    /// clock: an `arc-swap` load, a flag check and an `Arc` clone. When the key is due for
+    /// refresh, a
     /// background task resolves the chain and this call returns the current key at once.
     ///
     /// # Errors
@@ -525,7 +527,8 @@ impl KeyProvider {
     /// Writes the current key's headers into `headers`, as [`KeySnapshot::apply`] does,
     /// resolving the chain first when no key can be served.
     ///
-    /// It borrows the published snapshot instead of cloning its `Arc`. Use
+    /// While the key is marked fresh it borrows the published snapshot instead of cloning its
+    /// `Arc`. Use
     /// [`KeyProvider::try_apply_current`] where waiting is never wanted, and
     /// [`KeyProvider::current`] when the request's outcome must be tied to the key it carried,
     /// for example to call [`KeyProvider::invalidate`] after a 401.
@@ -598,7 +601,7 @@ impl KeyProvider {
     /// waiting, and returns whether it did.
     ///
     /// This is the synchronous form of [`KeyProvider::apply_current`], and the cheapest read:
-    /// while the key is fresh it neither clones the snapshot nor reads the clock. When no key
+    /// while the key is marked fresh it neither clones the snapshot nor reads the clock. When no key
     /// can be served, `headers` is left unchanged. As with [`KeyProvider::try_current`], a
     /// background resolution starts when one is due and this thread is inside a Tokio runtime.
     pub fn try_apply_current(&self, headers: &mut HeaderMap) -> bool {
@@ -675,20 +678,27 @@ impl fmt::Debug for KeyProvider {
 struct FreshExpiry {
     at: std::time::Instant,
     generation: u64,
-    inner: Weak<Inner>,
+    flag: Weak<AtomicU64>,
 }
 
 impl FreshExpiry {
     /// Ends the mark unless a newer generation has replaced it or the provider is gone.
     fn end(&self) {
-        if let Some(inner) = self.inner.upgrade() {
-            let _ = inner.fresh.compare_exchange(
+        if let Some(flag) = self.flag.upgrade() {
+            let _ = flag.compare_exchange(
                 self.generation,
                 NOT_FRESH,
                 Ordering::AcqRel,
                 Ordering::Relaxed,
             );
         }
+    }
+
+    /// Returns whether ending the mark would still change anything.
+    fn is_pending(&self) -> bool {
+        self.flag
+            .upgrade()
+            .is_some_and(|flag| flag.load(Ordering::Acquire) == self.generation)
     }
 }
 
@@ -712,66 +722,91 @@ impl Ord for FreshExpiry {
     }
 }
 
-/// One thread, shared by every provider of the process, that ends fresh marks at their
-/// deadlines on the wall clock.
+/// A thread that ends fresh marks at their deadlines on the wall clock. One is shared by every
+/// provider of the process.
 ///
 /// A thread of its own keeps the marks independent of any Tokio runtime: a runtime that sits
 /// idle outside `block_on`, shuts down, or has no timer enabled would otherwise leave a mark
-/// set past its deadline. The thread sleeps until the earliest deadline and holds only weak
-/// references, so it keeps no provider alive.
+/// set past its deadline. The thread runs no code of the providers or their sources, and it
+/// holds only weak references to the flags.
+///
+/// NOTE: a child process created by `fork()` has no such thread, so a key marked fresh in the
+/// child is never refreshed there.
 struct FreshTimer {
-    queue: Mutex<BinaryHeap<Reverse<FreshExpiry>>>,
+    queue: Mutex<ExpiryQueue>,
     changed: Condvar,
 }
 
-impl FreshTimer {
-    /// Queues `expiry`, starting the thread on first use. Returns `expiry` when the thread
-    /// could not be started.
-    fn schedule(expiry: FreshExpiry) -> Result<(), FreshExpiry> {
-        static TIMER: OnceLock<Option<Arc<FreshTimer>>> = OnceLock::new();
-        let timer = TIMER.get_or_init(|| {
-            let timer = Arc::new(FreshTimer {
-                queue: Mutex::new(BinaryHeap::new()),
-                changed: Condvar::new(),
-            });
-            let runner = timer.clone();
-            let started = std::thread::Builder::new()
-                .name("megallm-auth-fresh".to_owned())
-                .spawn(move || runner.run());
-            match started {
-                Ok(_) => Some(timer),
-                Err(error) => {
-                    tracing::debug!(
-                        %error,
-                        "failed to start the key freshness timer thread, so reads check the clock"
-                    );
-                    None
-                }
-            }
-        });
-        let Some(timer) = timer else {
-            return Err(expiry);
-        };
+struct ExpiryQueue {
+    expiries: BinaryHeap<Reverse<FreshExpiry>>,
+    /// The length at which expiries that can no longer change anything are dropped, so that
+    /// frequent publishes and dropped providers do not grow the queue until their deadlines.
+    compact_at: usize,
+}
 
-        let mut queue = timer.queue.lock().unwrap_or_else(PoisonError::into_inner);
-        queue.push(Reverse(expiry));
+/// The smallest queue length at which the queue is compacted.
+const MIN_COMPACT_AT: usize = 64;
+
+impl FreshTimer {
+    /// Returns the timer shared by the process, starting its thread on first use, or `None`
+    /// when the thread could not be started.
+    fn shared() -> Option<&'static FreshTimer> {
+        static TIMER: OnceLock<Option<&'static FreshTimer>> = OnceLock::new();
+        *TIMER.get_or_init(|| match FreshTimer::start() {
+            Ok(timer) => Some(timer),
+            Err(error) => {
+                tracing::warn!(
+                    %error,
+                    "failed to start the key freshness timer thread, so reads check the clock"
+                );
+                None
+            }
+        })
+    }
+
+    /// Starts a timer and its thread. The timer lives as long as the process.
+    fn start() -> std::io::Result<&'static FreshTimer> {
+        let timer: &'static FreshTimer = Box::leak(Box::new(FreshTimer {
+            queue: Mutex::new(ExpiryQueue {
+                expiries: BinaryHeap::new(),
+                compact_at: MIN_COMPACT_AT,
+            }),
+            changed: Condvar::new(),
+        }));
+        std::thread::Builder::new()
+            .name("megallm-auth-fresh".to_owned())
+            .spawn(move || timer.run())?;
+        Ok(timer)
+    }
+
+    fn schedule(&self, expiry: FreshExpiry) {
+        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        queue.expiries.push(Reverse(expiry));
+        if queue.expiries.len() >= queue.compact_at {
+            queue.expiries.retain(|Reverse(expiry)| expiry.is_pending());
+            queue.compact_at = (queue.expiries.len() * 2).max(MIN_COMPACT_AT);
+        }
         drop(queue);
-        timer.changed.notify_one();
-        Ok(())
+        self.changed.notify_one();
     }
 
     fn run(&self) {
         let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
             let now = std::time::Instant::now();
-            while queue.peek().is_some_and(|Reverse(first)| first.at <= now) {
-                if let Some(Reverse(expiry)) = queue.pop() {
+            while queue
+                .expiries
+                .peek()
+                .is_some_and(|Reverse(first)| first.at <= now)
+            {
+                if let Some(Reverse(expiry)) = queue.expiries.pop() {
                     expiry.end();
                 }
             }
-            queue = match queue.peek() {
-                Some(Reverse(first)) => {
-                    let wait = first.at - now;
+            let next = queue.expiries.peek().map(|Reverse(first)| first.at);
+            queue = match next {
+                Some(at) => {
+                    let wait = at.saturating_duration_since(std::time::Instant::now());
                     self.changed
                         .wait_timeout(queue, wait)
                         .unwrap_or_else(PoisonError::into_inner)
@@ -783,6 +818,15 @@ impl FreshTimer {
                     .unwrap_or_else(PoisonError::into_inner),
             };
         }
+    }
+
+    #[cfg(test)]
+    fn queued(&self) -> usize {
+        self.queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .expiries
+            .len()
     }
 }
 
@@ -835,6 +879,9 @@ impl Inner {
     /// Nothing is marked while a current-thread runtime publishes, because such a runtime may
     /// run on a paused clock, which a wall-clock timer cannot follow. Reads then check the
     /// clock, as they do for a key that is not marked for any other reason.
+    ///
+    /// NOTE: a key marked here and read inside a paused current-thread runtime stays fresh on
+    /// the wall clock, whatever `tokio::time::advance` does.
     fn mark_fresh(self: &Arc<Self>, generation: u64, refresh_at: Instant, interval: Duration) {
         if tokio::runtime::Handle::try_current()
             .is_ok_and(|runtime| runtime.runtime_flavor() == RuntimeFlavor::CurrentThread)
@@ -842,7 +889,7 @@ impl Inner {
             return;
         }
         // Ending the mark early hands the last moments to the clock-checked path, which is the
-        // one that starts the refresh, even when the timer thread wakes late.
+        // one that starts the refresh, even when the timer thread wakes up to the margin late.
         let margin = (interval / 8).clamp(Duration::from_millis(2), Duration::from_secs(1));
         let Some(ends) = refresh_at.checked_sub(margin) else {
             return;
@@ -857,10 +904,11 @@ impl Inner {
         let expiry = FreshExpiry {
             at: ends.into_std(),
             generation,
-            inner: Arc::downgrade(self),
+            flag: Arc::downgrade(&self.fresh),
         };
-        if let Err(expiry) = FreshTimer::schedule(expiry) {
-            expiry.end();
+        match FreshTimer::shared() {
+            Some(timer) => timer.schedule(expiry),
+            None => expiry.end(),
         }
     }
 
@@ -1065,5 +1113,161 @@ fn is_transient(error: &ChainError, last_good: Option<&KeySnapshot>) -> bool {
                 })
         }),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::StaticSource;
+
+    const KEY: &str = "sk-mega-TESTUNIT000000000";
+
+    fn expiry_in(delay: Duration, generation: u64, flag: &Arc<AtomicU64>) -> FreshExpiry {
+        FreshExpiry {
+            at: std::time::Instant::now() + delay,
+            generation,
+            flag: Arc::downgrade(flag),
+        }
+    }
+
+    /// Polls `flag` every 5 ms for at most 2 s until it contains `expected`, and returns its last
+    /// value.
+    fn wait_for(flag: &AtomicU64, expected: u64) -> u64 {
+        for _ in 0..400 {
+            let value = flag.load(Ordering::Acquire);
+            if value == expected {
+                return value;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        flag.load(Ordering::Acquire)
+    }
+
+    fn provider(interval: Duration) -> KeyProvider {
+        let chain = KeyChain::new().with(StaticSource::new(KEY).unwrap());
+        KeyProvider::builder(chain)
+            .refresh_interval(SourceKind::Static, interval)
+            .watch(WatchMode::Off)
+            .build()
+            .unwrap()
+    }
+
+    fn multi_thread_runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_time()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn timer_ends_mark_at_deadline() {
+        let timer = FreshTimer::start().unwrap();
+        let flag = Arc::new(AtomicU64::new(5));
+
+        timer.schedule(expiry_in(Duration::from_millis(30), 5, &flag));
+
+        assert_eq!(flag.load(Ordering::Acquire), 5);
+        assert_eq!(wait_for(&flag, NOT_FRESH), NOT_FRESH);
+        assert_eq!(timer.queued(), 0);
+    }
+
+    #[test]
+    fn timer_keeps_newer_generation() {
+        let timer = FreshTimer::start().unwrap();
+        let flag = Arc::new(AtomicU64::new(6));
+
+        timer.schedule(expiry_in(Duration::ZERO, 5, &flag));
+        for _ in 0..400 {
+            if timer.queued() == 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+
+        assert_eq!(timer.queued(), 0, "the expiry was processed");
+        assert_eq!(flag.load(Ordering::Acquire), 6);
+    }
+
+    #[test]
+    fn timer_wakes_for_earlier_deadline() {
+        let timer = FreshTimer::start().unwrap();
+        let late = Arc::new(AtomicU64::new(1));
+        let early = Arc::new(AtomicU64::new(2));
+
+        timer.schedule(expiry_in(Duration::from_secs(3600), 1, &late));
+        std::thread::sleep(Duration::from_millis(20));
+        timer.schedule(expiry_in(Duration::from_millis(20), 2, &early));
+
+        assert_eq!(wait_for(&early, NOT_FRESH), NOT_FRESH);
+        assert_eq!(late.load(Ordering::Acquire), 1);
+    }
+
+    #[test]
+    fn queue_drops_expiries_that_change_nothing() {
+        let timer = FreshTimer::start().unwrap();
+        let live = Arc::new(AtomicU64::new(7));
+        timer.schedule(expiry_in(Duration::from_secs(3600), 7, &live));
+
+        let replaced = Arc::new(AtomicU64::new(1_000_000));
+        for generation in 0..1_000 {
+            // A provider that was dropped, and generations that a newer one replaced.
+            let dropped = Arc::new(AtomicU64::new(generation));
+            timer.schedule(expiry_in(Duration::from_secs(3600), generation, &dropped));
+            timer.schedule(expiry_in(Duration::from_secs(3600), generation, &replaced));
+        }
+
+        assert!(timer.queued() < MIN_COMPACT_AT, "{} queued", timer.queued());
+        assert!(timer.queued() >= 1);
+        assert_eq!(live.load(Ordering::Acquire), 7);
+    }
+
+    #[test]
+    fn multi_thread_publish_marks_until_deadline() {
+        let provider = provider(Duration::from_millis(200));
+        let runtime = multi_thread_runtime();
+
+        runtime.block_on(provider.current()).unwrap();
+        let generation = provider.inner.state.load().generation;
+
+        assert_eq!(generation, 1);
+        assert_eq!(provider.inner.fresh.load(Ordering::Acquire), generation);
+        assert_eq!(wait_for(&provider.inner.fresh, NOT_FRESH), NOT_FRESH);
+    }
+
+    #[test]
+    fn publish_outside_runtime_marks_key() {
+        let provider = provider(Duration::from_secs(60));
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+
+        // A static source resolves without waiting, so one poll outside any runtime publishes.
+        let mut current = std::pin::pin!(provider.current());
+        assert!(current.as_mut().poll(&mut context).is_ready());
+
+        assert_eq!(provider.inner.fresh.load(Ordering::Acquire), 1);
+    }
+
+    #[test]
+    fn current_thread_publish_does_not_mark() {
+        let provider = provider(Duration::from_secs(60));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+
+        runtime.block_on(provider.current()).unwrap();
+
+        assert_eq!(provider.inner.state.load().generation, 1);
+        assert_eq!(provider.inner.fresh.load(Ordering::Acquire), NOT_FRESH);
+    }
+
+    #[test]
+    fn interval_within_margin_does_not_mark() {
+        let provider = provider(Duration::from_millis(1));
+
+        multi_thread_runtime().block_on(provider.current()).unwrap();
+
+        assert_eq!(provider.inner.fresh.load(Ordering::Acquire), NOT_FRESH);
     }
 }
