@@ -4,7 +4,7 @@
 //! A 429 is retried after the wait the gateway requests in `Retry-After` (delay in seconds or an
 //! HTTP date), capped at [`RetryPolicy::max_retry_after`]. Without a usable `Retry-After` the
 //! wait is an exponential backoff with jitter. After [`RetryPolicy::max_retries`] retries the
-//! caller gets [`GatewayError::RateLimited`](super::GatewayError::RateLimited). 401 and 403 are
+//! caller gets [`GatewayError::RateLimited`]. 401 and 403 are
 //! not retried by this policy.
 
 use std::fmt;
