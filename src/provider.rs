@@ -497,8 +497,9 @@ impl KeyProvider {
     ///
     /// While the key is marked fresh (see [`KeyProvider`]) this takes no lock and reads no
     /// clock: an `arc-swap` load, a flag check and an `Arc` clone. When the key is due for
-    /// refresh, a
-    /// background task resolves the chain and this call returns the current key at once.
+    /// refresh and this thread is inside a Tokio runtime, a background task resolves the chain
+    /// and this call returns the current key at once. Outside a runtime the current key is
+    /// returned and no refresh starts.
     ///
     /// # Errors
     ///
@@ -1034,11 +1035,26 @@ impl Inner {
         }
     }
 
-    /// Starts watching the sources' files on the first resolution, which runs inside a Tokio
-    /// runtime.
+    /// Starts watching the sources' files on the first resolution inside a Tokio runtime, and
+    /// again when the runtime that ran the watcher has shut down.
     fn start_watching(self: &Arc<Self>) {
-        if self.config.watch == WatchMode::Off || self.watch_started.swap(true, Ordering::AcqRel) {
+        if self.config.watch == WatchMode::Off {
             return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let Ok(mut slot) = self.watch.lock() else {
+            return;
+        };
+        match slot.as_ref() {
+            Some(handle) if !handle.is_finished() => return,
+            Some(_) => tracing::debug!(
+                "the runtime of the MegaLLM API key file watcher ended; watching again"
+            ),
+            // A first attempt that found nothing to watch is not repeated.
+            None if self.watch_started.swap(true, Ordering::AcqRel) => return,
+            None => {}
         }
         let paths: Vec<_> = self
             .chain
@@ -1047,23 +1063,27 @@ impl Inner {
             .flat_map(|source| source.watch_paths())
             .collect();
         if paths.is_empty() {
+            *slot = None;
             return;
         }
 
         let weak: Weak<Inner> = Arc::downgrade(self);
         let poll_interval = self.config.refresh_interval(SourceKind::SecretFile);
-        let handle = crate::watch::start(paths, self.config.watch, poll_interval, move || {
-            let weak = weak.clone();
-            async move {
-                if let Some(inner) = weak.upgrade() {
-                    // Errors are logged by the resolution and returned to foreground callers.
-                    let _ = inner.resolve_shared(None, Trigger::FileChanged).await;
+        *slot = crate::watch::start(
+            paths,
+            self.config.watch,
+            poll_interval,
+            &runtime,
+            move || {
+                let weak = weak.clone();
+                async move {
+                    if let Some(inner) = weak.upgrade() {
+                        // Errors are logged by the resolution and returned to foreground callers.
+                        let _ = inner.resolve_shared(None, Trigger::FileChanged).await;
+                    }
                 }
-            }
-        });
-        if let Ok(mut slot) = self.watch.lock() {
-            *slot = handle;
-        }
+            },
+        );
     }
 }
 

@@ -23,10 +23,15 @@ pub enum WatchMode {
     Off,
 }
 
-/// Time to wait after a change before re-resolving, so that the several events of one symlink
-/// swap cause one resolution.
+/// Time without further events after which a burst of changes counts as finished, so that
+/// the several events of one symlink swap cause one resolution.
 #[cfg(any(feature = "secret-file", feature = "dotenv"))]
 const DEBOUNCE: Duration = Duration::from_millis(50);
+
+/// Maximum time a burst may delay its resolution, so that a directory that never stops
+/// changing still has its key re-read.
+#[cfg(any(feature = "secret-file", feature = "dotenv"))]
+const MAX_BURST: Duration = Duration::from_secs(1);
 
 /// Maximum time between checks that each watched directory is still the one being watched.
 /// A directory that was deleted and created again has lost its watch and is watched anew.
@@ -39,6 +44,16 @@ pub(crate) struct WatchHandle {
     task: tokio::task::JoinHandle<()>,
 }
 
+impl WatchHandle {
+    /// Returns whether the watcher's task has ended, as it does when its runtime shuts down.
+    pub(crate) fn is_finished(&self) -> bool {
+        #[cfg(any(feature = "secret-file", feature = "dotenv"))]
+        return self.task.is_finished();
+        #[cfg(not(any(feature = "secret-file", feature = "dotenv")))]
+        return true;
+    }
+}
+
 impl Drop for WatchHandle {
     fn drop(&mut self) {
         #[cfg(any(feature = "secret-file", feature = "dotenv"))]
@@ -46,14 +61,15 @@ impl Drop for WatchHandle {
     }
 }
 
-/// Watches the parent directories of `paths` and runs `on_change` after each burst of changes.
-/// Returns `None`, after logging why, when nothing can be watched; the provider then relies on
-/// its refresh interval.
+/// Watches the parent directories of `paths` and runs `on_change` after each burst of changes,
+/// in a task on `runtime`. Returns `None`, after logging why, when nothing can be watched. The
+/// provider then relies on its refresh interval.
 #[cfg(any(feature = "secret-file", feature = "dotenv"))]
 pub(crate) fn start<F, Fut>(
     paths: Vec<PathBuf>,
     mode: WatchMode,
     poll_interval: Duration,
+    runtime: &tokio::runtime::Handle,
     on_change: F,
 ) -> Option<WatchHandle>
 where
@@ -84,7 +100,7 @@ where
     let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<()>();
     let handler = move |event: notify::Result<notify::Event>| {
         // Only the fact that something changed is passed on: event paths are not logged.
-        if event.is_ok() {
+        if event.is_ok_and(|event| is_change(&event.kind)) {
             let _ = sender.send(());
         }
     };
@@ -110,13 +126,12 @@ where
         .map(|directory| DirectoryIdentity::of(directory))
         .collect();
     let check_interval = poll_interval.min(DIRECTORY_CHECK);
-    let task = tokio::spawn(async move {
+    let task = runtime.spawn(async move {
         loop {
             match tokio::time::timeout(check_interval, receiver.recv()).await {
                 Ok(None) => break,
                 Ok(Some(())) => {
-                    tokio::time::sleep(DEBOUNCE).await;
-                    while receiver.try_recv().is_ok() {}
+                    wait_for_quiet(&mut receiver).await;
                     tracing::debug!("a watched MegaLLM API key file changed");
                     on_change().await;
                 }
@@ -162,6 +177,35 @@ where
     });
 
     Some(WatchHandle { task })
+}
+
+/// Returns whether an event can mean that a file's contents or a directory's entries changed.
+///
+/// Opening, reading and closing a file unwritten are left out. The provider reads the key file
+/// after every change, and those reads would otherwise count as the next change.
+#[cfg(any(feature = "secret-file", feature = "dotenv"))]
+fn is_change(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind};
+
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    }
+}
+
+/// Waits until no event has arrived for [`DEBOUNCE`], or until [`MAX_BURST`] has passed since
+/// the first one.
+#[cfg(any(feature = "secret-file", feature = "dotenv"))]
+async fn wait_for_quiet(receiver: &mut tokio::sync::mpsc::UnboundedReceiver<()>) {
+    let deadline = tokio::time::Instant::now() + MAX_BURST;
+    loop {
+        let quiet_until = (tokio::time::Instant::now() + DEBOUNCE).min(deadline);
+        match tokio::time::timeout_at(quiet_until, receiver.recv()).await {
+            Ok(Some(())) if tokio::time::Instant::now() < deadline => continue,
+            _ => return,
+        }
+    }
 }
 
 /// Device and inode of a directory, which differ for a directory later created at the same
@@ -239,6 +283,7 @@ pub(crate) fn start<F, Fut>(
     _paths: Vec<PathBuf>,
     _mode: WatchMode,
     _poll_interval: Duration,
+    _runtime: &tokio::runtime::Handle,
     _on_change: F,
 ) -> Option<WatchHandle>
 where

@@ -6,12 +6,14 @@ mod common;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use common::{CANARY, CANARY_ROTATED, capture_logs};
 use megallm_auth::{
-    DotenvSource, Fingerprint, KeyChain, KeyProvider, SecretFileSource, SourceKind, WatchMode,
+    DotenvSource, Fingerprint, KeyChain, KeyProvider, KeySource, Resolved, SecretFileSource,
+    SourceError, SourceKind, WatchMode,
 };
 
 /// Upper bound on waiting for an event, so a broken watcher fails the test instead of hanging
@@ -239,4 +241,163 @@ async fn recreated_directory_is_watched_again() {
         "no log line says the directory is watched again"
     );
     logs.assert_clean();
+}
+
+/// A secret file source that counts its resolutions.
+#[derive(Debug)]
+struct Counted {
+    inner: SecretFileSource,
+    calls: Arc<AtomicUsize>,
+}
+
+#[async_trait]
+impl KeySource for Counted {
+    fn label(&self) -> &str {
+        self.inner.label()
+    }
+
+    fn kind(&self) -> SourceKind {
+        self.inner.kind()
+    }
+
+    async fn resolve(&self) -> Result<Resolved, SourceError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.resolve().await
+    }
+
+    fn watch_paths(&self) -> Vec<PathBuf> {
+        self.inner.watch_paths()
+    }
+}
+
+/// Returns a watched provider over the secret file at `path` whose interval is long enough
+/// that only the watcher re-reads the file during a test, and its resolution counter.
+fn counted_provider(path: &Path) -> (KeyProvider, Arc<AtomicUsize>) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let source = Counted {
+        inner: SecretFileSource::new(path),
+        calls: calls.clone(),
+    };
+    let provider = KeyProvider::builder(KeyChain::new().with(source))
+        .refresh_interval(SourceKind::SecretFile, Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    (provider, calls)
+}
+
+/// Replaces the file at `path` by writing a temporary file and renaming it over the old one.
+fn replace_file(path: &Path, key: &str) {
+    let temporary = path.with_extension("tmp");
+    std::fs::write(&temporary, format!("{key}\n")).unwrap();
+    std::fs::rename(&temporary, path).unwrap();
+}
+
+/// Reading the key file opens and closes it, which inotify reports. Those reports must not
+/// count as changes, or every read would cause the next one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_reads_do_not_trigger_resolution() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("api_key");
+    std::fs::write(&path, format!("{CANARY}\n")).unwrap();
+    let (provider, calls) = counted_provider(&path);
+
+    provider.current().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "no change, no second read");
+
+    replace_file(&path, CANARY_ROTATED);
+    wait_for_key(&provider, CANARY_ROTATED).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "one read for one replacement"
+    );
+}
+
+/// A burst of changes closer together than the debounce causes one resolution after the
+/// burst, which reads the last key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn burst_of_changes_resolves_after_it_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("api_key");
+    std::fs::write(&path, format!("{CANARY}\n")).unwrap();
+    let (provider, calls) = counted_provider(&path);
+    provider.current().await.unwrap();
+
+    for round in 0..10 {
+        replace_file(&path, &format!("sk-mega-TESTBURST{round:08}"));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    replace_file(&path, CANARY_ROTATED);
+    wait_for_key(&provider, CANARY_ROTATED).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Scheduling on a busy machine can split the burst once. Ten resolutions would mean no
+    // debounce at all.
+    let resolutions = calls.load(Ordering::SeqCst) - 1;
+    assert!((1..=2).contains(&resolutions), "{resolutions} resolutions");
+}
+
+/// A cold read outside any runtime resolves without starting a watcher. The first resolution
+/// inside a runtime starts it.
+#[test]
+fn cold_read_outside_runtime_defers_watching() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("api_key");
+    std::fs::write(&path, format!("{CANARY}\n")).unwrap();
+    let (provider, calls) = counted_provider(&path);
+
+    let first = block_on_outside_runtime(provider.current()).unwrap();
+    assert_eq!(first.fingerprint(), &fingerprint(CANARY));
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        provider.invalidate(first.fingerprint()).await.unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        replace_file(&path, CANARY_ROTATED);
+        wait_for_key(&provider, CANARY_ROTATED).await;
+    });
+}
+
+/// The watcher runs on the runtime of the first resolution. When that runtime shuts down, the
+/// next resolution on another runtime starts watching again.
+#[test]
+fn watching_resumes_after_runtime_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("api_key");
+    std::fs::write(&path, format!("{CANARY}\n")).unwrap();
+    let (provider, _calls) = counted_provider(&path);
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+
+    let first = runtime().block_on(provider.current()).unwrap();
+
+    runtime().block_on(async {
+        provider.invalidate(first.fingerprint()).await.unwrap();
+        replace_file(&path, CANARY_ROTATED);
+        wait_for_key(&provider, CANARY_ROTATED).await;
+    });
+}
+
+/// Polls `future` on this thread, outside any Tokio runtime, until it completes.
+fn block_on_outside_runtime<F: std::future::Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let waker = std::task::Waker::noop();
+    let mut context = std::task::Context::from_waker(waker);
+    loop {
+        if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut context) {
+            return output;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
