@@ -243,6 +243,10 @@ impl fmt::Display for ResolutionReport {
 }
 
 /// A resolution that produced no key. It carries the full report.
+///
+/// Display includes the failing source's message, which [`ChainError::failure`] returns as a
+/// [`SourceError`]. `source()` continues below it with that error's own cause, so that a
+/// reporter that prints every cause shows each message once.
 #[derive(Debug)]
 pub struct ChainError {
     report: ResolutionReport,
@@ -298,7 +302,7 @@ impl std::error::Error for ChainError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         self.failure
             .as_ref()
-            .map(|failure| failure as &(dyn std::error::Error + 'static))
+            .and_then(|failure| std::error::Error::source(failure))
     }
 }
 

@@ -108,8 +108,9 @@ impl fmt::Debug for KeySnapshot {
 
 /// A key could not be resolved and no last good key may be served.
 ///
-/// Display describes what the provider did; the chain's report of every attempt is in
-/// [`RefreshError::chain`] and in `source()`.
+/// Display includes the chain's error. The chain's report of every attempt is in
+/// [`RefreshError::chain`], and `source()` continues below the chain's error, so that a
+/// reporter that prints every cause shows each message once.
 #[derive(Clone, Debug)]
 pub struct RefreshError {
     chain: Arc<ChainError>,
@@ -156,7 +157,7 @@ impl fmt::Display for RefreshError {
 
 impl std::error::Error for RefreshError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&*self.chain as &(dyn std::error::Error + 'static))
+        std::error::Error::source(&*self.chain)
     }
 }
 

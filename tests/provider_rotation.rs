@@ -401,3 +401,55 @@ fn block_on_outside_runtime<F: std::future::Future>(future: F) -> F::Output {
         std::thread::sleep(Duration::from_millis(1));
     }
 }
+
+/// Returns the Display of `error` and of each of its causes.
+fn messages(error: &(dyn std::error::Error + 'static)) -> Vec<String> {
+    let mut messages = vec![error.to_string()];
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        messages.push(inner.to_string());
+        cause = inner.source();
+    }
+    messages
+}
+
+/// A reporter that prints every cause, such as anyhow's `{:#}`, shows each message once: the
+/// provider's and the chain's messages already include the source's.
+#[tokio::test]
+async fn error_causes_are_not_repeated() {
+    let dir = tempfile::tempdir().unwrap();
+    let invalid = dir.path().join("invalid");
+    std::fs::write(&invalid, "sk-proj-TESTOTHERVENDOR00\n").unwrap();
+    let missing = dir.path().join("missing");
+
+    let provider = KeyProvider::builder(KeyChain::new().with(SecretFileSource::new(&invalid)))
+        .watch(WatchMode::Off)
+        .build()
+        .unwrap();
+    let error = provider.current().await.unwrap_err();
+    let chain = messages(&error);
+    assert_eq!(chain.len(), 2, "{chain:#?}");
+    assert!(
+        chain[0].contains(&format!("file:{}", invalid.display())),
+        "{chain:#?}"
+    );
+    let cause = std::error::Error::source(&error).unwrap();
+    let invalid_key = cause
+        .downcast_ref::<megallm_auth::InvalidKey>()
+        .expect("the cause below the messages is the InvalidKey");
+    assert_eq!(
+        invalid_key.problem,
+        megallm_auth::KeyProblem::ForeignKey {
+            vendor: "OpenAI (project key)"
+        }
+    );
+
+    let provider = KeyProvider::builder(KeyChain::new().with(SecretFileSource::new(&missing)))
+        .watch(WatchMode::Off)
+        .build()
+        .unwrap();
+    let error = provider.current().await.unwrap_err();
+    let chain = messages(&error);
+    assert_eq!(chain.len(), 1, "{chain:#?}");
+    assert!(chain[0].contains("does not exist"), "{chain:#?}");
+}
