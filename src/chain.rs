@@ -246,7 +246,7 @@ impl fmt::Display for ResolutionReport {
 ///
 /// Display includes the failing source's message, which [`ChainError::failure`] returns as a
 /// [`SourceError`]. `source()` continues below it with that error's own cause, so that a
-/// reporter that prints every cause shows each message once.
+/// reporter that prints every cause does not print the source's message twice.
 #[derive(Debug)]
 pub struct ChainError {
     report: ResolutionReport,

@@ -110,7 +110,7 @@ impl fmt::Debug for KeySnapshot {
 ///
 /// Display includes the chain's error. The chain's report of every attempt is in
 /// [`RefreshError::chain`], and `source()` continues below the chain's error, so that a
-/// reporter that prints every cause shows each message once.
+/// reporter that prints every cause does not print the chain's message twice.
 #[derive(Clone, Debug)]
 pub struct RefreshError {
     chain: Arc<ChainError>,

@@ -413,8 +413,9 @@ fn messages(error: &(dyn std::error::Error + 'static)) -> Vec<String> {
     messages
 }
 
-/// A reporter that prints every cause, such as anyhow's `{:#}`, shows each message once: the
-/// provider's and the chain's messages already include the source's.
+/// A reporter that prints every cause, such as anyhow's `{:#}`, prints no message twice, because
+/// the provider's and the chain's messages already include the source's. Only the `InvalidKey`
+/// cause, kept for callers that read its problem, states the problem again.
 #[tokio::test]
 async fn error_causes_are_not_repeated() {
     let dir = tempfile::tempdir().unwrap();
