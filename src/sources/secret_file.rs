@@ -14,7 +14,8 @@ use crate::sources::read::{DEFAULT_MAX_SECRET_FILE_SIZE, read_bounded};
 /// # Source details
 ///
 /// - **Label:** `file:<path>`, such as `file:/run/secrets/megallm_api_key`.
-/// - **Not found:** the file, or a directory above it, does not exist.
+/// - **Not found:** the file, or a directory above it, does not exist, or the path is a
+///   symlink whose target does not exist.
 /// - **Errors** (every message names the path):
 ///   - misconfigured: the path is a directory, a parent in it is a file, or the file exceeds
 ///     the size limit;
