@@ -267,6 +267,7 @@ impl KeyProviderBuilder {
             state: ArcSwap::from_pointee(State::empty(now)),
             resolve_lock: tokio::sync::Mutex::new(()),
             refreshing: AtomicBool::new(false),
+            resolver_runtime: Mutex::new(None),
             fresh: Arc::new(AtomicU64::new(NOT_FRESH)),
             watch: Mutex::new(None),
             watch_started: AtomicBool::new(false),
@@ -339,6 +340,9 @@ struct Inner {
     resolve_lock: tokio::sync::Mutex<()>,
     /// Set while a background refresh task exists, so at most one is spawned.
     refreshing: AtomicBool,
+    /// The multi-thread runtime of the last resolution, where reads from threads outside any
+    /// runtime start their background refreshes.
+    resolver_runtime: Mutex<Option<tokio::runtime::Handle>>,
     /// The generation of the published state while its key is marked fresh, or
     /// [`NOT_FRESH`]. The [`FreshTimer`] resets it shortly before the refresh is due, so a
     /// reader that finds it equal to the state's generation can serve the key without reading
@@ -498,9 +502,9 @@ impl KeyProvider {
     ///
     /// While the key is marked fresh (see [`KeyProvider`]) this takes no lock and reads no
     /// clock: an `arc-swap` load, a flag check and an `Arc` clone. When the key is due for
-    /// refresh and this thread is inside a Tokio runtime, a background task resolves the chain
-    /// and this call returns the current key at once. Outside a runtime the current key is
-    /// returned and no refresh starts.
+    /// refresh, a background task resolves the chain and this call returns the current key at
+    /// once. The task runs on this thread's Tokio runtime, or else on the multi-thread runtime
+    /// that last resolved the key; with neither, no refresh starts.
     ///
     /// # Errors
     ///
@@ -586,8 +590,8 @@ impl KeyProvider {
     /// Returns the current key when one can be served, without waiting.
     ///
     /// When the key is due for refresh, or no key can be served and no failure is being
-    /// returned for the retry delay, a background resolution is started if this thread is
-    /// inside a Tokio runtime.
+    /// returned for the retry delay, a background resolution is started as
+    /// [`KeyProvider::current`] describes.
     pub fn try_current(&self) -> Option<Arc<KeySnapshot>> {
         match self.decide() {
             (Decision::Serve { snapshot, .. }, _) => Some(snapshot),
@@ -605,7 +609,7 @@ impl KeyProvider {
     /// This is the synchronous form of [`KeyProvider::apply_current`], and the cheapest read:
     /// while the key is marked fresh it neither clones the snapshot nor reads the clock. When no key
     /// can be served, `headers` is left unchanged. As with [`KeyProvider::try_current`], a
-    /// background resolution starts when one is due and this thread is inside a Tokio runtime.
+    /// background resolution starts when one is due.
     pub fn try_apply_current(&self, headers: &mut HeaderMap) -> bool {
         if self.inner.apply_fresh(headers) {
             return true;
@@ -914,11 +918,21 @@ impl Inner {
         }
     }
 
-    /// Starts one background resolution unless one is already running or no Tokio runtime is
-    /// available on this thread.
+    /// Starts one background resolution unless one is already running. It runs on this
+    /// thread's Tokio runtime, or else on the multi-thread runtime that last resolved the key;
+    /// with neither, nothing starts.
     fn spawn_refresh(self: &Arc<Self>, observed: u64, trigger: Trigger) {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
+        let runtime = match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => runtime,
+            Err(_) => match self
+                .resolver_runtime
+                .lock()
+                .ok()
+                .and_then(|slot| slot.clone())
+            {
+                Some(runtime) => runtime,
+                None => return,
+            },
         };
         if self.refreshing.swap(true, Ordering::AcqRel) {
             return;
@@ -958,6 +972,7 @@ impl Inner {
         trigger: Trigger,
     ) -> Result<Arc<KeySnapshot>, Error> {
         self.start_watching();
+        self.remember_runtime();
         tracing::debug!(?trigger, "resolving the MegaLLM API key");
 
         let result = self.chain.resolve().await;
@@ -1033,6 +1048,21 @@ impl Inner {
                     expired,
                 }
             }
+        }
+    }
+
+    /// Keeps the handle of this thread's runtime for readers outside any runtime, when it is a
+    /// multi-thread runtime. A current-thread runtime runs spawned tasks only inside
+    /// `block_on`, so a refresh spawned on an idle one would hold up every other refresh.
+    fn remember_runtime(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if runtime.runtime_flavor() != RuntimeFlavor::MultiThread {
+            return;
+        }
+        if let Ok(mut slot) = self.resolver_runtime.lock() {
+            *slot = Some(runtime);
         }
     }
 

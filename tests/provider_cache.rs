@@ -562,34 +562,20 @@ fn refresh_starts_after_publisher_runtime_ends() {
     backend.set_key(CANARY_ROTATED);
 
     std::thread::sleep(Duration::from_millis(400));
+    // Outside any runtime the refresh goes to the runtime that resolved the key, which has
+    // ended. The read still serves the old key and leaves the refresh to the next runtime.
+    let due = provider.try_current().unwrap();
+    assert_eq!(due.fingerprint(), &fingerprint(CANARY));
     let rotated = current_thread_runtime().block_on(reads_until_rotated(&provider));
 
     assert!(rotated, "the key was never refreshed");
     assert_eq!(backend.calls(), 2);
 }
 
-/// A current-thread runtime runs its timers only inside `block_on`. One that published a key
-/// and then sits idle must not keep readers on other runtimes from refreshing it.
+/// Reads on a thread outside any runtime serve a fresh key without resolving, and once the key
+/// is due they start its refresh on the multi-thread runtime that resolved it.
 #[test]
-fn idle_publisher_runtime_does_not_delay_refresh() {
-    let backend = Backend::new(CANARY, SourceKind::Static);
-    let provider = provider_due_after_300ms(&backend);
-    let publisher = current_thread_runtime();
-    publisher.block_on(provider.current()).unwrap();
-    backend.set_key(CANARY_ROTATED);
-
-    std::thread::sleep(Duration::from_millis(400));
-    let rotated = multi_thread_runtime().block_on(reads_until_rotated(&provider));
-
-    assert!(rotated, "the key was never refreshed");
-    assert_eq!(backend.calls(), 2);
-    drop(publisher);
-}
-
-/// Reads outside any runtime serve a fresh key, and serve a key that is due the same way the
-/// clock-checked path does.
-#[test]
-fn reads_outside_runtime_follow_interval() {
+fn reads_outside_runtime_refresh_on_resolver_runtime() {
     let backend = Backend::new(CANARY, SourceKind::Static);
     let provider = provider_due_after_300ms(&backend);
     let publisher = multi_thread_runtime();
@@ -604,16 +590,47 @@ fn reads_outside_runtime_follow_interval() {
         headers["authorization"].as_bytes(),
         format!("Bearer {CANARY}").as_bytes()
     );
+    assert_eq!(backend.calls(), 1);
 
-    // Past the interval the key is due. A read outside a runtime cannot start the refresh,
-    // so it serves the old key, and a read inside the runtime starts it.
+    // Past the interval the first read still serves the old key and starts the refresh.
     std::thread::sleep(Duration::from_millis(400));
     let due = provider.try_current().unwrap();
     assert_eq!(due.fingerprint(), &fingerprint(CANARY));
-    assert_eq!(backend.calls(), 1);
-    let rotated = publisher.block_on(reads_until_rotated(&provider));
+    let mut rotated = false;
+    for _ in 0..200 {
+        let snapshot = provider.try_current().unwrap();
+        if snapshot.fingerprint() == &fingerprint(CANARY_ROTATED) {
+            rotated = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
     assert!(rotated, "the key was never refreshed");
     assert_eq!(backend.calls(), 2);
+}
+
+/// A current-thread runtime runs spawned tasks only inside `block_on`. One that resolved a key
+/// and then sits idle gets no refreshes from reads outside any runtime, which serve the key
+/// they have, and does not keep readers on other runtimes from refreshing it.
+#[test]
+fn idle_current_thread_resolver_delays_nothing() {
+    let backend = Backend::new(CANARY, SourceKind::Static);
+    let provider = provider_due_after_300ms(&backend);
+    let publisher = current_thread_runtime();
+    publisher.block_on(provider.current()).unwrap();
+    backend.set_key(CANARY_ROTATED);
+
+    std::thread::sleep(Duration::from_millis(400));
+    let due = provider.try_current().unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+
+    assert_eq!(due.fingerprint(), &fingerprint(CANARY));
+    assert_eq!(backend.calls(), 1);
+    let rotated = multi_thread_runtime().block_on(reads_until_rotated(&provider));
+    assert!(rotated, "a read inside a runtime starts the refresh");
+    assert_eq!(backend.calls(), 2);
+    drop(publisher);
 }
 
 /// A key served through a failing source is never marked fresh, so its stale grace ends on
