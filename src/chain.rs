@@ -247,6 +247,9 @@ impl fmt::Display for ResolutionReport {
 /// Display includes the failing source's message, which [`ChainError::failure`] returns as a
 /// [`SourceError`]. `source()` continues below it with that error's own cause, so that a
 /// reporter that prints every cause does not print the source's message twice.
+///
+/// That cause can restate the problem: for a badly shaped key it is the [`InvalidKey`](crate::InvalidKey), kept
+/// so that callers can downcast it and read [`InvalidKey::problem`](crate::InvalidKey::problem).
 #[derive(Debug)]
 pub struct ChainError {
     report: ResolutionReport,

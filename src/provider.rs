@@ -109,8 +109,9 @@ impl fmt::Debug for KeySnapshot {
 /// A key could not be resolved and no last good key may be served.
 ///
 /// Display includes the chain's error. The chain's report of every attempt is in
-/// [`RefreshError::chain`], and `source()` continues below the chain's error, so that a
-/// reporter that prints every cause does not print the chain's message twice.
+/// [`RefreshError::chain`], and `source()` continues below the chain's error as
+/// [`ChainError`] describes, so that a reporter that prints every cause does not print the
+/// chain's message twice.
 #[derive(Clone, Debug)]
 pub struct RefreshError {
     chain: Arc<ChainError>,
