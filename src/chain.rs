@@ -248,8 +248,9 @@ impl fmt::Display for ResolutionReport {
 /// [`SourceError`]. `source()` continues below it with that error's own cause, so that a
 /// reporter that prints every cause does not print the source's message twice.
 ///
-/// That cause can restate the problem: for a badly shaped key it is the [`InvalidKey`](crate::InvalidKey), kept
-/// so that callers can downcast it and read [`InvalidKey::problem`](crate::InvalidKey::problem).
+/// That cause can restate the problem: for a badly shaped key it is the
+/// [`InvalidKey`](crate::InvalidKey), kept so that callers can downcast it and read
+/// [`InvalidKey::problem`](crate::InvalidKey::problem).
 #[derive(Debug)]
 pub struct ChainError {
     report: ResolutionReport,
