@@ -575,7 +575,7 @@ fn refresh_starts_after_publisher_runtime_ends() {
 /// Reads on a thread outside any runtime serve a fresh key without resolving, and once the key
 /// is due they start its refresh on the multi-thread runtime that resolved it.
 #[test]
-fn reads_outside_runtime_refresh_on_resolver_runtime() {
+fn outside_runtime_reads_use_resolver() {
     let backend = Backend::new(CANARY, SourceKind::Static);
     let provider = provider_due_after_300ms(&backend);
     let publisher = multi_thread_runtime();
