@@ -40,6 +40,25 @@ async fn approle(admin: &Admin, policy: &str, options: Value) -> (String, String
     (mount, role_id, secret_id)
 }
 
+/// Builds a source that reads `megallm` from `mount` after an AppRole login at `auth_mount`,
+/// with the secret id taken from the variable `APP_SECRET_ID`, set to `secret_id`.
+fn approle_source(
+    admin: &Admin,
+    mount: &str,
+    auth_mount: &str,
+    role_id: &str,
+    secret_id: &str,
+) -> VaultSource {
+    VaultSource::builder(mount, "megallm")
+        .auth(
+            VaultAuth::approle(role_id, SecretRef::Env("APP_SECRET_ID".into()))
+                .with_mount(auth_mount),
+        )
+        .environment(environment(&admin.address, &[("APP_SECRET_ID", secret_id)]))
+        .build()
+        .unwrap()
+}
+
 fn count(haystack: &str, needle: &str) -> usize {
     haystack.matches(needle).count()
 }
@@ -73,17 +92,7 @@ async fn approle_secret_id_from_env() {
     let (mount, policy) = readable_secret(&admin).await;
     let (auth_mount, role_id, secret_id) = approle(&admin, &policy, json!({})).await;
 
-    let source = VaultSource::builder(&mount, "megallm")
-        .auth(
-            VaultAuth::approle(&role_id, SecretRef::Env("APP_SECRET_ID".into()))
-                .with_mount(&auth_mount),
-        )
-        .environment(environment(
-            &admin.address,
-            &[("APP_SECRET_ID", &secret_id)],
-        ))
-        .build()
-        .unwrap();
+    let source = approle_source(&admin, &mount, &auth_mount, &role_id, &secret_id);
     let resolved = source.resolve().await.unwrap();
 
     assert_eq!(resolved.key.expose_secret(), CANARY);
@@ -98,14 +107,7 @@ async fn approle_wrong_secret_id_is_denied() {
     let (auth_mount, role_id, _) = approle(&admin, &policy, json!({})).await;
     let wrong = "00000000-1111-2222-3333-444444444444";
 
-    let source = VaultSource::builder(&mount, "megallm")
-        .auth(
-            VaultAuth::approle(&role_id, SecretRef::Env("APP_SECRET_ID".into()))
-                .with_mount(&auth_mount),
-        )
-        .environment(environment(&admin.address, &[("APP_SECRET_ID", wrong)]))
-        .build()
-        .unwrap();
+    let source = approle_source(&admin, &mount, &auth_mount, &role_id, wrong);
     let error = source.resolve().await.unwrap_err();
 
     assert_eq!(error.kind(), SourceErrorKind::Denied);
@@ -156,17 +158,7 @@ async fn approle_token_is_renewed() {
     )
     .await;
 
-    let source = VaultSource::builder(&mount, "megallm")
-        .auth(
-            VaultAuth::approle(&role_id, SecretRef::Env("APP_SECRET_ID".into()))
-                .with_mount(&auth_mount),
-        )
-        .environment(environment(
-            &admin.address,
-            &[("APP_SECRET_ID", &secret_id)],
-        ))
-        .build()
-        .unwrap();
+    let source = approle_source(&admin, &mount, &auth_mount, &role_id, &secret_id);
     source.resolve().await.unwrap();
     // Past two thirds of the 3 s TTL, before it ends.
     tokio::time::sleep(Duration::from_millis(2300)).await;
@@ -197,17 +189,7 @@ async fn approle_logs_in_again_after_max_ttl() {
     )
     .await;
 
-    let source = VaultSource::builder(&mount, "megallm")
-        .auth(
-            VaultAuth::approle(&role_id, SecretRef::Env("APP_SECRET_ID".into()))
-                .with_mount(&auth_mount),
-        )
-        .environment(environment(
-            &admin.address,
-            &[("APP_SECRET_ID", &secret_id)],
-        ))
-        .build()
-        .unwrap();
+    let source = approle_source(&admin, &mount, &auth_mount, &role_id, &secret_id);
     source.resolve().await.unwrap();
     tokio::time::sleep(Duration::from_millis(3500)).await;
     let resolved = source.resolve().await.unwrap();
@@ -225,17 +207,7 @@ async fn approle_logs_in_again_after_revocation() {
     let (mount, policy) = readable_secret(&admin).await;
     let (auth_mount, role_id, secret_id) = approle(&admin, &policy, json!({})).await;
 
-    let source = VaultSource::builder(&mount, "megallm")
-        .auth(
-            VaultAuth::approle(&role_id, SecretRef::Env("APP_SECRET_ID".into()))
-                .with_mount(&auth_mount),
-        )
-        .environment(environment(
-            &admin.address,
-            &[("APP_SECRET_ID", &secret_id)],
-        ))
-        .build()
-        .unwrap();
+    let source = approle_source(&admin, &mount, &auth_mount, &role_id, &secret_id);
     source.resolve().await.unwrap();
     admin
         .post(
